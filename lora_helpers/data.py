@@ -1,0 +1,226 @@
+"""The course datasets: two small Vietnamese tasks made by seeded code (no download).
+
+* ``don_hang``  – extract an order from a Vietnamese sentence into JSON
+  (keys ``ten``, ``mon``, ``so_luong``, ``dia_chi``);
+* ``ngay_thang`` – rewrite a Vietnamese date in ISO form ``YYYY-MM-DD``.
+
+Each task returns disjoint train / validation / test splits in the chat
+``messages`` format TRL takes. The test split is written with sentence templates
+that never occur in train or validation (held-out phrasings), so the metric
+measures generalisation, not memorisation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import CourseError
+
+# --------------------------------------------------------------------------- order -> JSON
+_TITLES = ["anh", "chị", "cô", "chú", "bạn", "ông", "bà", "em"]
+_NAMES = [
+    "Lan", "Minh", "Hùng", "Mai", "Tuấn", "Hoa", "Nam", "Linh", "Dũng", "Thảo", "Phương", "Quân",
+    "Trang", "Huy", "Ngọc", "Bảo", "Khoa", "Vy", "Sơn", "Hà", "Long", "My", "Đức", "Yến",
+]
+_ITEMS = [
+    "trà sữa", "cà phê sữa đá", "bánh mì", "phở bò", "bún chả", "cơm tấm", "nước cam", "sinh tố bơ",
+    "bánh cuốn", "gỏi cuốn", "xôi gà", "chè ba màu", "bún bò Huế", "mì Quảng", "bánh xèo", "trà đào",
+]
+_PLACES = [
+    "Quận 1", "Quận 3", "Quận 7", "Cầu Giấy", "Hoàn Kiếm", "Hải Châu", "Ninh Kiều", "Thủ Đức",
+    "Ba Đình", "Đống Đa", "Bình Thạnh", "Gò Vấp", "Sơn Trà", "Tây Hồ", "Long Biên", "Phú Nhuận",
+]
+_ORDER_TEMPLATES_TRAIN = [
+    "{title} {name} đặt {qty} phần {item}, giao đến {place}.",
+    "Cho {title} {name} {qty} phần {item} nhé, giao về {place}.",
+    "Đơn mới: {title} {name} muốn {qty} phần {item}, địa chỉ {place}.",
+    "{title} {name} ở {place} gọi {qty} phần {item}.",
+    "Giao {qty} phần {item} tới {place} cho {title} {name}.",
+    "Khách {title} {name} cần {qty} phần {item}, nhận tại {place}.",
+]
+_ORDER_TEMPLATES_TEST = [
+    "Nhờ shop gửi {qty} phần {item} đến {place}, người nhận là {title} {name}.",
+    "{title} {name} vừa chốt đơn {qty} phần {item}, ship về {place} giúp mình.",
+]
+_ORDER_INSTRUCTION = "Trích đơn hàng thành JSON (ten, mon, so_luong, dia_chi): {sentence}"
+
+
+def _order_example(rng: random.Random, template: str):
+    fields = {
+        "title": rng.choice(_TITLES),
+        "name": rng.choice(_NAMES),
+        "qty": rng.randint(1, 12),
+        "item": rng.choice(_ITEMS),
+        "place": rng.choice(_PLACES),
+    }
+    sentence = template.format(**fields)
+    sentence = sentence[0].upper() + sentence[1:]
+    answer = json.dumps(
+        {"ten": fields["name"], "mon": fields["item"], "so_luong": fields["qty"], "dia_chi": fields["place"]},
+        ensure_ascii=False,
+    )
+    key = (fields["name"], fields["item"], fields["qty"], fields["place"])
+    return _ORDER_INSTRUCTION.format(sentence=sentence), answer, key
+
+
+# --------------------------------------------------------------------------- date -> ISO
+_EVENTS = [
+    "Cuộc họp", "Buổi phỏng vấn", "Lễ khai giảng", "Chuyến bay", "Buổi hoà nhạc", "Hạn nộp hồ sơ",
+    "Đám cưới", "Kỳ thi", "Buổi khám bệnh", "Hội thảo", "Trận chung kết", "Ngày giao hàng",
+]
+_DATE_TEMPLATES_TRAIN = [
+    "{event} diễn ra vào ngày {d} tháng {m} năm {y}.",
+    "{event}: {d}/{m}/{y}.",
+    "{event} được dời sang ngày {dd}-{mm}-{y}.",
+    "{event} bắt đầu từ ngày {dd}/{mm}/{y}.",
+    "Ngày {d} tháng {m} năm {y} là ngày của {event_l}.",
+    "{event} sẽ tổ chức vào {d}.{m}.{y}.",
+]
+_DATE_TEMPLATES_TEST = [
+    "Lịch {event_l} chốt là hôm {d} tháng {m}, năm {y}.",
+    "Ghi chú: {event_l} rơi vào {dd}/{mm}/{y}, nhớ đến sớm.",
+]
+_DATE_INSTRUCTION = "Viết ngày theo dạng YYYY-MM-DD: {sentence}"
+_DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+
+
+def _date_example(rng: random.Random, template: str):
+    y = rng.randint(1990, 2035)
+    m = rng.randint(1, 12)
+    d = rng.randint(1, _DAYS_IN_MONTH[m - 1])
+    event = rng.choice(_EVENTS)
+    sentence = template.format(
+        event=event, event_l=event[0].lower() + event[1:], d=d, m=m, y=y, dd=f"{d:02d}", mm=f"{m:02d}"
+    )
+    answer = f"{y:04d}-{m:02d}-{d:02d}"
+    return _DATE_INSTRUCTION.format(sentence=sentence), answer, (y, m, d)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A course task: how to make an example and how to score an answer."""
+
+    name: str
+    title: str
+    make: Callable
+    train_templates: tuple
+    test_templates: tuple
+    metric: str
+
+
+TASKS = {
+    "don_hang": Task(
+        "don_hang", "Trích xuất đơn hàng thành JSON", _order_example,
+        tuple(_ORDER_TEMPLATES_TRAIN), tuple(_ORDER_TEMPLATES_TEST), "khớp JSON tuyệt đối",
+    ),
+    "ngay_thang": Task(
+        "ngay_thang", "Chuẩn hoá ngày về YYYY-MM-DD", _date_example,
+        tuple(_DATE_TEMPLATES_TRAIN), tuple(_DATE_TEMPLATES_TEST), "khớp chuỗi tuyệt đối",
+    ),
+}
+
+
+def get_task(task: str) -> Task:
+    """Look a task up by name, with a Vietnamese error listing the valid names."""
+    if task not in TASKS:
+        raise CourseError(
+            f"Không có tác vụ `{task}`.",
+            f"Dùng một trong các tên: {', '.join(sorted(TASKS))}.",
+        )
+    return TASKS[task]
+
+
+def _example_row(task: Task, prompt: str, answer: str) -> dict:
+    return {
+        "messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}],
+        "answer": answer,
+        "task": task.name,
+    }
+
+
+def make_task_splits(task: str, n_train: int = 400, n_val: int = 40, n_test: int = 50, seed: int = 0):
+    """Seeded, disjoint train / validation / test splits of a course task as a ``DatasetDict``.
+
+    Each row has ``messages`` (user prompt + assistant answer), ``answer`` and ``task``.
+    No two rows of different splits share the same underlying facts (name/item/qty/place,
+    or the date), and the test split uses sentence templates unseen in training.
+    """
+    from datasets import Dataset, DatasetDict
+
+    spec = get_task(task)
+    for label, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if not isinstance(n, int) or n < 1:
+            raise CourseError(f"{label} phải là số nguyên dương, bạn đưa {n!r}.", "Ví dụ: n_train=400.")
+    rng = random.Random(f"{task}-{seed}")
+    seen: set = set()
+
+    def draw(n: int, templates) -> list[dict]:
+        rows, attempts = [], 0
+        while len(rows) < n:
+            attempts += 1
+            if attempts > 200 * n:
+                raise CourseError(f"Không sinh đủ {n} ví dụ khác nhau cho `{task}`.", "Giảm kích thước tập.")
+            prompt, answer, key = spec.make(rng, rng.choice(templates))
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.append(_example_row(spec, prompt, answer))
+        return rows
+
+    test = draw(n_test, spec.test_templates)
+    val = draw(n_val, spec.train_templates)
+    train = draw(n_train, spec.train_templates)
+    return DatasetDict(
+        train=Dataset.from_list(train), validation=Dataset.from_list(val), test=Dataset.from_list(test)
+    )
+
+
+def check_messages_dataset(dataset, name: str = "dataset") -> None:
+    """Raise a Vietnamese :class:`CourseError` unless ``dataset`` has a usable ``messages`` column."""
+    columns = getattr(dataset, "column_names", None)
+    if isinstance(columns, dict):  # a DatasetDict
+        for split, split_ds in dataset.items():
+            check_messages_dataset(split_ds, f"{name}['{split}']")
+        return
+    if columns is None or "messages" not in columns:
+        raise CourseError(
+            f"{name} không có cột `messages` (các cột hiện có: {columns}).",
+            "Mỗi dòng cần `messages`: danh sách {'role': 'user'|'assistant', 'content': ...}. "
+            "Nếu dữ liệu của bạn có cột prompt/answer, hãy đổi bằng `dataset.map(...)`.",
+        )
+    if len(dataset) == 0:
+        raise CourseError(f"{name} rỗng.", "Kiểm tra lại bước tạo hoặc lọc dữ liệu.")
+    first = dataset[0]["messages"]
+    if not first or not all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in first):
+        raise CourseError(
+            f"{name}: `messages` phải là danh sách các dict có khoá `role` và `content`.",
+            "Ví dụ: [{'role': 'user', 'content': 'Xin chào'}, {'role': 'assistant', 'content': 'Chào bạn'}].",
+        )
+    if first[-1]["role"] != "assistant":
+        raise CourseError(
+            f"{name}: lượt cuối của `messages` phải là của `assistant` (câu trả lời cần học).",
+            "Thêm câu trả lời mẫu vào cuối mỗi hội thoại.",
+        )
+
+
+def to_prompt_completion(dataset):
+    """Split chat ``messages`` into TRL's conversational prompt/completion format.
+
+    With this format ``SFTTrainer`` computes the loss on the completion (the assistant
+    turn) only: the prompt tokens are masked out (``completion_only_loss``, on by default).
+    """
+    check_messages_dataset(dataset)
+
+    def split(row):
+        return {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}
+
+    keep = [c for c in dataset.column_names if c not in {"answer", "task"}]
+    return dataset.map(split, remove_columns=keep)
+
+
+def prompts_of(dataset) -> list[list[dict]]:
+    """The chat prompts (every turn but the assistant's answer) of each row."""
+    return [row[:-1] for row in dataset["messages"]]
