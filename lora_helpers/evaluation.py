@@ -64,10 +64,14 @@ def task_metrics(task: str, predictions, references) -> dict:
     return metrics
 
 
-def evaluate_task(model, tokenizer, dataset, task: str | None = None, max_new_tokens: int = 48,
+MAX_NEW_TOKENS = {"don_hang": 80, "ngay_thang": 16}  # room for the longest right answer, plus some
+
+
+def evaluate_task(model, tokenizer, dataset, task: str | None = None, max_new_tokens: int | None = None,
                   batch_size: int = 16) -> dict:
     """Generate greedily for every row of ``dataset`` and score it; returns metrics and predictions."""
     task = task or dataset[0]["task"]
+    max_new_tokens = max_new_tokens or MAX_NEW_TOKENS.get(task, 48)
     predictions = generate(model, tokenizer, prompts_of(dataset), max_new_tokens, batch_size)
     metrics = task_metrics(task, predictions, dataset["answer"])
     metrics["predictions"] = predictions

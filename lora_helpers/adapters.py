@@ -1,0 +1,155 @@
+"""Finding the demo adapters, and loading, switching and saving adapters with clear errors.
+
+The notebooks call peft directly (``PeftModel.from_pretrained``, ``load_adapter``,
+``set_adapter``...). The ``*_checked`` functions here do the same calls after checking
+the input, and turn peft's low-level errors into a Vietnamese message that says what
+to do. Nothing here overwrites a directory a learner saved unless told to.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import CourseError
+
+DEMO_ADAPTERS = ("don_hang", "ngay_thang")
+
+
+def course_root() -> Path:
+    """The repository root (the folder that holds ``adapters/`` and ``notebooks/``)."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (Path.cwd(), *Path.cwd().parents, here):
+        if (candidate / "adapters").is_dir() and (candidate / "lora_helpers").is_dir():
+            return candidate
+    return here
+
+
+def demo_adapter_path(task: str) -> Path:
+    """Path of a demo adapter shipped in ``adapters/`` (built by scripts/build_adapters.py)."""
+    if task not in DEMO_ADAPTERS:
+        raise CourseError(f"Không có bộ điều hợp mẫu `{task}`.", f"Chọn một trong: {', '.join(DEMO_ADAPTERS)}.")
+    path = course_root() / "adapters" / task
+    check_adapter_dir(path)
+    return path
+
+
+def check_adapter_dir(path) -> Path:
+    """Raise a Vietnamese :class:`CourseError` unless ``path`` is a saved PEFT adapter directory."""
+    path = Path(path)
+    if not path.exists():
+        raise CourseError(
+            f"Không tìm thấy thư mục bộ điều hợp `{path}`.",
+            "Kiểm tra đường dẫn (thư mục hiện tại là nơi notebook chạy), hoặc lưu bộ điều hợp trước bằng "
+            "`model.save_pretrained(thư_mục)`. Bộ điều hợp mẫu: `python scripts/build_adapters.py`.",
+        )
+    if not (path / "adapter_config.json").is_file():
+        raise CourseError(
+            f"`{path}` không phải thư mục bộ điều hợp: thiếu adapter_config.json.",
+            "Một bộ điều hợp PEFT gồm adapter_config.json và adapter_model.safetensors. "
+            "Nếu đây là mô hình đã hợp nhất (merged), nạp nó bằng AutoModelForCausalLM.from_pretrained.",
+        )
+    if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise CourseError(f"`{path}` thiếu tệp trọng số adapter_model.safetensors.", "Lưu lại bộ điều hợp.")
+    return path
+
+
+def adapter_base_model(path) -> str | None:
+    """The ``base_model_name_or_path`` an adapter was trained on, from its adapter_config.json."""
+    config = json.loads((check_adapter_dir(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    return config.get("base_model_name_or_path")
+
+
+def _explain_load_error(exc: Exception, path: Path) -> CourseError:
+    text = str(exc)
+    if "size mismatch" in text or "shape" in text.lower():
+        return CourseError(
+            f"Bộ điều hợp `{path.name}` được huấn luyện cho một mô hình cơ sở khác: kích thước trọng số không khớp.",
+            f"Nạp đúng mô hình cơ sở mà bộ điều hợp ghi trong adapter_config.json "
+            f"(`base_model_name_or_path`). Chi tiết: {text.splitlines()[0][:200]}",
+        )
+    if "Target modules" in text or "not found in the base model" in text:
+        return CourseError(
+            f"Mô hình cơ sở không có các lớp mà bộ điều hợp `{path.name}` cần.",
+            "Bộ điều hợp này dành cho kiến trúc khác; nạp đúng mô hình cơ sở của nó.",
+        )
+    return CourseError(f"Không nạp được bộ điều hợp `{path}`: {text[:300]}", "Kiểm tra mô hình cơ sở và thư mục.")
+
+
+def load_adapter_checked(model, path, adapter_name: str = "default", is_trainable: bool = False):
+    """Attach an adapter: ``PeftModel.from_pretrained`` on a plain model, ``load_adapter`` on a PeftModel.
+
+    Returns the PeftModel. Raises :class:`CourseError` for a wrong path, a name already
+    in use, or an adapter made for another base model.
+    """
+    from peft import PeftModel
+
+    path = check_adapter_dir(path)
+    try:
+        if isinstance(model, PeftModel):
+            if adapter_name in model.peft_config:
+                raise CourseError(
+                    f"Tên bộ điều hợp `{adapter_name}` đã được dùng trong mô hình này.",
+                    "Đặt tên khác, hoặc xoá bộ điều hợp cũ trước bằng `model.delete_adapter(tên)`.",
+                )
+            model.load_adapter(str(path), adapter_name=adapter_name, is_trainable=is_trainable)
+            return model
+        return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=is_trainable)
+    except CourseError:
+        raise
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise _explain_load_error(exc, path) from exc
+
+
+def set_adapter_checked(model, adapter_name: str) -> None:
+    """``model.set_adapter(adapter_name)`` with a clear message when the name is unknown."""
+    known = list(getattr(model, "peft_config", {}) or {})
+    if not known:
+        raise CourseError(
+            "Mô hình này chưa có bộ điều hợp nào.",
+            "Nạp bộ điều hợp trước: `PeftModel.from_pretrained(mô_hình, thư_mục, adapter_name=...)`.",
+        )
+    if adapter_name not in known:
+        raise CourseError(
+            f"Không có bộ điều hợp tên `{adapter_name}`. Các tên đã nạp: {known}.",
+            "Dùng đúng tên đã truyền vào `adapter_name` khi nạp (xem `model.peft_config.keys()`).",
+        )
+    model.set_adapter(adapter_name)
+
+
+def ensure_fresh_dir(path, overwrite: bool = False) -> Path:
+    """Refuse to write into a directory that already holds files, unless ``overwrite=True``.
+
+    Protects what a learner saved (an adapter, a merged model) from a silent overwrite.
+    """
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise CourseError(
+                f"`{path}` đã có dữ liệu ({', '.join(sorted(p.name for p in path.iterdir())[:4]) if path.is_dir() else 'một tệp'}). "
+                "Khoá học không ghi đè lên thứ bạn đã lưu.",
+                "Chọn thư mục khác, hoặc gọi lại với overwrite=True nếu bạn chắc chắn muốn ghi đè.",
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_adapter(model, path, overwrite: bool = False, **kwargs) -> Path:
+    """``model.save_pretrained(path)`` that refuses to overwrite a non-empty directory."""
+    path = ensure_fresh_dir(path, overwrite=overwrite)
+    model.save_pretrained(str(path), **kwargs)
+    return path
+
+
+def directory_size(path) -> int:
+    """Total size in bytes of the files under ``path``."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def human_size(n_bytes: float) -> str:
+    """Bytes as a short human string (KB/MB/GB, powers of 1024)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n_bytes < 1024 or unit == "TB":
+            return f"{n_bytes:.1f} {unit}" if unit != "B" else f"{int(n_bytes)} B"
+        n_bytes /= 1024
+    return f"{n_bytes:.1f} TB"

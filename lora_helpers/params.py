@@ -1,0 +1,134 @@
+"""Counting LoRA parameters in closed form, and measuring / modelling training memory."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import threading
+import time
+
+
+def _linear_layers(model, target_modules):
+    """(full_name, module) of the nn.Linear layers LoRA would adapt for ``target_modules``.
+
+    ``target_modules`` is a list of short layer names (``["q_proj", "v_proj"]``) or
+    ``"all-linear"`` (every nn.Linear except the output layer ``lm_head``, as peft does).
+    """
+    import torch
+
+    for full_name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or full_name.endswith("lm_head"):
+            continue
+        short = full_name.split(".")[-1]
+        if target_modules == "all-linear" or short in set(target_modules):
+            yield full_name, module
+
+
+def lora_param_count(model, r: int, target_modules="all-linear") -> int:
+    """Closed-form number of LoRA parameters: sum of ``r * (d_in + d_out)`` over adapted layers.
+
+    Each adapted ``W`` of shape ``d_out x d_in`` gets ``A`` (``r x d_in``) and ``B`` (``d_out x r``).
+    ``d_in``/``d_out`` are read from each layer, so grouped-query attention (``k_proj``/``v_proj``
+    smaller than ``q_proj``) and the MLP's wider layers are counted correctly.
+    """
+    return sum(r * (m.in_features + m.out_features) for _, m in _linear_layers(model, target_modules))
+
+
+def lora_param_table(model, ranks=(4, 8, 16), targets=None) -> list[dict]:
+    """Rows ``{"r", "targets", "n_lora", "percent"}`` for each rank x target choice."""
+    targets = targets or {"q,v": ["q_proj", "v_proj"], "all-linear": "all-linear"}
+    n_base = sum(p.numel() for p in model.parameters())
+    rows = []
+    for label, target in targets.items():
+        for r in ranks:
+            n = lora_param_count(model, r, target)
+            rows.append({"r": r, "targets": label, "n_lora": n, "percent": 100 * n / n_base})
+    return rows
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts of ``model``."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def current_rss() -> int:
+    """Resident memory of this process in bytes (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+class PeakMemory:
+    """Context manager measuring the peak memory *added* while its block runs.
+
+    * CUDA: ``torch.cuda.max_memory_allocated`` (after ``reset_peak_memory_stats``), in bytes;
+    * CPU: resident memory (RSS) sampled every ``interval`` seconds by a background thread,
+      minus the RSS at entry (``getrusage``'s peak cannot be reset, so we sample instead).
+
+    After the block: ``.peak_bytes`` (added peak) and ``.seconds`` (wall-clock time).
+    """
+
+    def __init__(self, device: str = "cpu", interval: float = 0.05):
+        self.device, self.interval = device, interval
+        self.peak_bytes = 0
+        self.seconds = 0.0
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self._peak = max(self._peak, current_rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        import torch
+
+        self._start = time.perf_counter()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            self._base = self._peak = current_rss()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.peak_bytes = torch.cuda.max_memory_allocated() - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, current_rss())
+            self.peak_bytes = self._peak - self._base
+        self.seconds = time.perf_counter() - self._start
+        return False
+
+
+def training_memory_estimate(n_total: int, n_trainable: int, weight_bytes: int = 4, grad_bytes: int = 4,
+                             optimizer_bytes: int = 8, activation_bytes: int = 0) -> dict:
+    """Simple memory model of one training step, in bytes.
+
+    * weights: every parameter, ``weight_bytes`` each (4 for fp32, 2 for fp16/bf16);
+    * gradients: only trainable parameters, ``grad_bytes`` each;
+    * optimizer states: Adam keeps two moments per trainable parameter (``optimizer_bytes``
+      = 8 for two fp32 moments);
+    * activations: passed in (they depend on batch size and sequence length, not on LoRA).
+    """
+    parts = {
+        "weights": n_total * weight_bytes,
+        "gradients": n_trainable * grad_bytes,
+        "adam": n_trainable * optimizer_bytes,
+        "activations": activation_bytes,
+    }
+    parts["total"] = sum(parts.values())
+    return parts

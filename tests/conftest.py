@@ -1,0 +1,17 @@
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory():
+    """Tiny random Llama models (same architecture family as SmolLM2), built in milliseconds."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def make(hidden_size=32, seed=0):
+        torch.manual_seed(seed)
+        config = LlamaConfig(vocab_size=64, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                             max_position_embeddings=64)
+        return LlamaForCausalLM(config).eval()
+
+    return make

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from lora_helpers import CourseError
+from lora_helpers.data import TASKS, check_messages_dataset, make_task_splits, to_prompt_completion
+from lora_helpers.evaluation import score_answer, task_metrics
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_splits_are_seeded_and_disjoint(task):
+    a = make_task_splits(task, n_train=60, n_val=10, n_test=10, seed=1)
+    b = make_task_splits(task, n_train=60, n_val=10, n_test=10, seed=1)
+    assert a["train"]["messages"] == b["train"]["messages"]
+    answers = {split: set(a[split]["answer"]) for split in a}
+    assert not answers["train"] & answers["test"]
+    assert not answers["validation"] & answers["test"]
+    assert not answers["train"] & answers["validation"]
+    check_messages_dataset(a)  # valid chat format
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_test_split_uses_held_out_phrasings(task):
+    spec = TASKS[task]
+    data = make_task_splits(task, n_train=40, n_val=5, n_test=20)
+    first_words = lambda t: t.split("{")[0]  # noqa: E731
+    assert not set(spec.train_templates) & set(spec.test_templates)
+    train_text = " ".join(m[0]["content"] for m in data["train"]["messages"])
+    for template in spec.test_templates:
+        fixed = [part.split("}")[-1] for part in template.split("{") if len(part.split("}")[-1]) > 6]
+        assert any(f not in train_text for f in fixed), first_words(template)
+
+
+def test_seed_changes_data():
+    a = make_task_splits("ngay_thang", n_train=20, n_val=5, n_test=5, seed=0)
+    b = make_task_splits("ngay_thang", n_train=20, n_val=5, n_test=5, seed=1)
+    assert a["train"]["answer"] != b["train"]["answer"]
+
+
+def test_unknown_task_and_bad_sizes():
+    with pytest.raises(CourseError, match="don_hang"):
+        make_task_splits("dich_thuat")
+    with pytest.raises(CourseError, match="n_train"):
+        make_task_splits("don_hang", n_train=0)
+
+
+def test_dataset_without_messages_is_explained():
+    from datasets import Dataset
+
+    with pytest.raises(CourseError, match="messages"):
+        check_messages_dataset(Dataset.from_list([{"text": "xin chào"}]))
+    with pytest.raises(CourseError, match="assistant"):
+        check_messages_dataset(Dataset.from_list([{"messages": [{"role": "user", "content": "hi"}]}]))
+    with pytest.raises(CourseError, match="role"):
+        check_messages_dataset(Dataset.from_list([{"messages": [{"text": "hi"}]}]))
+
+
+def test_prompt_completion_split():
+    data = make_task_splits("don_hang", n_train=5, n_val=1, n_test=1)
+    pc = to_prompt_completion(data["train"])
+    assert pc[0]["prompt"][-1]["role"] == "user"
+    assert pc[0]["completion"] == [{"role": "assistant", "content": data["train"][0]["answer"]}]
+
+
+def test_json_metric_compares_objects_not_strings():
+    ref = json.dumps({"ten": "Lan", "mon": "phở bò", "so_luong": 2, "dia_chi": "Quận 1"}, ensure_ascii=False)
+    reordered = '{"so_luong": 2, "ten": "Lan", "dia_chi": "Quận 1", "mon": "phở bò"}'
+    assert score_answer("don_hang", reordered, ref)
+    assert not score_answer("don_hang", reordered.replace("2", '"2"'), ref)  # quantity as text
+    assert not score_answer("don_hang", "Đây là JSON: " + ref, ref)  # prose around it
+    metrics = task_metrics("don_hang", [ref, "không phải json"], [ref, ref])
+    assert metrics["accuracy"] == 0.5 and metrics["valid_json"] == 0.5
+
+
+def test_date_metric_is_exact():
+    assert score_answer("ngay_thang", " 2024-03-05\n", "2024-03-05")
+    assert not score_answer("ngay_thang", "2024-3-5", "2024-03-05")
+    assert not score_answer("ngay_thang", "05/03/2024", "2024-03-05")

@@ -1,0 +1,58 @@
+"""Repository hygiene: notebooks committed executed, one shared set-up cell, links that resolve."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from setup_cell import SETUP_CELL  # noqa: E402
+
+LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _cells(path, kind="code"):
+    return [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == kind]
+
+
+def test_main_lessons_exist():
+    assert (ROOT / "notebooks" / "load_lora_adapter_example.ipynb").is_file()
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_notebook_committed_executed_in_order(path):
+    counts = [c["execution_count"] for c in _cells(path) if "".join(c["source"]).strip()]
+    assert counts == list(range(1, len(counts) + 1)), "re-run top to bottom in a fresh kernel and commit"
+    for cell in _cells(path):
+        for out in cell.get("outputs", []):
+            assert out["output_type"] != "error"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_notebook_setup_cell_is_the_shared_one(path):
+    assert "".join(_cells(path)[0]["source"]) == SETUP_CELL
+    assert "torch" not in SETUP_CELL.split("PINNED")[1].split("}")[0]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_colab_badge_points_to_this_file(path):
+    first = "".join(_cells(path, "markdown")[0]["source"])
+    assert f"blob/main/notebooks/{path.name}" in first
+
+
+@pytest.mark.parametrize("path", [ROOT / "README.md", *LESSONS], ids=lambda p: p.name)
+def test_relative_links_resolve(path):
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".ipynb":
+        text = "\n".join("".join(c["source"]) for c in _cells(path, "markdown"))
+    for target in re.findall(r"\]\((?!https?:|#)([^)\s]+)\)", text):
+        assert (path.parent / target.split("#")[0]).exists(), f"{path.name} links to missing {target}"
+
+
+def test_requirements_never_pull_torch():
+    lines = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
+    assert not any(re.match(r"torch\b", ln) for ln in lines if ln)
+    assert "torch==2.13.0" in (ROOT / "Makefile").read_text()
