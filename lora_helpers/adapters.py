@@ -153,3 +153,15 @@ def human_size(n_bytes: float) -> str:
             return f"{n_bytes:.1f} {unit}" if unit != "B" else f"{int(n_bytes)} B"
         n_bytes /= 1024
     return f"{n_bytes:.1f} TB"
+
+
+def record_base_model(path, base_model: str) -> None:
+    """Write ``base_model`` as the adapter's ``base_model_name_or_path``.
+
+    An adapter trained on a local copy of the base model records that machine's path;
+    for an adapter that others will use, record the model's public name instead.
+    """
+    config_path = check_adapter_dir(path) / "adapter_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_model
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -40,8 +40,6 @@ _ORDER_TEMPLATES_TRAIN = [
     "{title} {name} ở {place} gọi {qty} phần {item}.",
     "Giao {qty} phần {item} tới {place} cho {title} {name}.",
     "Khách {title} {name} cần {qty} phần {item}, nhận tại {place}.",
-    "Mang {qty} phần {item} đến {place} cho {title} {name}.",
-    "Đặt giúp {qty} phần {item} đến {place}, tên người đặt là {title} {name}.",
 ]
 _ORDER_TEMPLATES_TEST = [
     "Nhờ shop gửi {qty} phần {item} đến {place}, người nhận là {title} {name}.",

@@ -25,6 +25,7 @@ from trl import SFTTrainer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lora_helpers.adapters import record_base_model  # noqa: E402
 from lora_helpers.data import get_task, make_task_splits, to_prompt_completion  # noqa: E402
 from lora_helpers.env import seed_everything  # noqa: E402
 from lora_helpers.evaluation import evaluate_task  # noqa: E402
@@ -68,7 +69,7 @@ LoRA adapter for the course task `{task}` on SmolLM2-135M-Instruct. Test accurac
 """
 
 
-STEPS = {"don_hang": 40, "ngay_thang": 30}  # JSON answers are longer: a few more steps
+STEPS = {"don_hang": 30, "ngay_thang": 30}
 
 
 def build(task: str, out_root: Path) -> dict:
@@ -95,6 +96,7 @@ def build(task: str, out_root: Path) -> dict:
     staging = out_root / f".{task}.new"
     shutil.rmtree(staging, ignore_errors=True)
     trainer.model.save_pretrained(staging)
+    record_base_model(staging, HUB_ID)  # not this machine's cache path
     facts = dict(settings, task=task, title=spec.title, metric=spec.metric, hub_id=HUB_ID,
                  n_train=len(data["train"]), n_test=len(data["test"]), before=before, after=after,
                  train_seconds=train_seconds, device=str(trainer.model.device))

@@ -4,6 +4,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 
 from lora_helpers import CourseError
 from lora_helpers.adapters import (
+    adapter_base_model,
     check_adapter_dir, demo_adapter_path, ensure_fresh_dir, human_size, load_adapter_checked, save_adapter,
     set_adapter_checked,
 )
@@ -67,6 +68,7 @@ def test_demo_adapters_are_shipped():
     for task in ("don_hang", "ngay_thang"):
         path = demo_adapter_path(task)
         assert (path / "README.md").read_text(encoding="utf-8").count(task) >= 2
+        assert adapter_base_model(path) == "HuggingFaceTB/SmolLM2-135M-Instruct"  # no machine path
     with pytest.raises(CourseError):
         demo_adapter_path("khong_co")
 
