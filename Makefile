@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.course-setup-done
 
-.PHONY: setup lab test unit notebooks adapters clean-venv
+.PHONY: setup lab test unit notebooks adapters images clean-venv
 
 setup: $(STAMP)
 
@@ -31,8 +31,12 @@ unit: setup
 
 # Maintenance: re-execute the lesson notebooks in place (fresh kernel, offline), rebuild the demo adapters.
 notebooks: setup
-	for nb in notebooks/*.ipynb; do HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	for nb in notebooks/*.ipynb; do HF_HUB_OFFLINE=1 LORA_COURSE_WRITE_FIGURE_DATA=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=1200 "$$nb" || exit 1; done
+
+# Figures in images/, drawn from code and from the measurements the lessons write to images/data/.
+images: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/make_figures.py
 
 adapters: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/build_adapters.py

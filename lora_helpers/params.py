@@ -64,6 +64,48 @@ def current_rss() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``; no-op elsewhere).
+
+    On CPU we measure memory as resident set size (RSS). glibc keeps freed memory in the process,
+    so after one training run the RSS stays high and a second run's growth would look smaller than
+    it is. Trimming first makes the baseline of each measurement honest.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+def training_state_bytes(model, optimizer=None) -> dict:
+    """Bytes held by the training state, counted from the real tensors (not a formula).
+
+    * ``weights``: every parameter of ``model``;
+    * ``gradients``: one gradient per trainable parameter (same dtype), the tensors that exist
+      during each step (they may already be freed when you call this after training);
+    * ``optimizer``: every tensor in ``optimizer.state`` (Adam: two moments per trainable parameter);
+    * ``total``: the sum. Activations are not included: they depend on batch and sequence length.
+    """
+    import torch
+
+    params = list(model.parameters())
+    parts = {
+        "weights": sum(p.numel() * p.element_size() for p in params),
+        "gradients": sum(p.numel() * p.element_size() for p in params if p.requires_grad),
+        "optimizer": 0,
+    }
+    if optimizer is not None:
+        for state in optimizer.state.values():
+            parts["optimizer"] += sum(v.numel() * v.element_size() for v in state.values() if torch.is_tensor(v))
+    parts["total"] = parts["weights"] + parts["gradients"] + parts["optimizer"]
+    return parts
+
+
 class PeakMemory:
     """Context manager measuring the peak memory *added* while its block runs.
 
@@ -93,6 +135,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
         else:
+            release_freed_memory()      # so memory freed by an earlier run does not hide this one's growth
             self._base = self._peak = current_rss()
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._sample, daemon=True)

@@ -57,3 +57,27 @@ def test_memory_estimate_and_peak():
         block += 1
     assert peak.peak_bytes >= 16 * 2**20
     assert peak.seconds >= 0
+
+
+def test_training_state_bytes_counts_real_adam_state(tiny_model_factory):
+    from lora_helpers.params import training_state_bytes
+
+    model = get_peft_model(tiny_model_factory(), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    n_trainable, n_total = trainable_parameters(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    before = training_state_bytes(model, optimizer)
+    assert before["optimizer"] == 0                       # Adam allocates its moments at the first step
+    model(input_ids=torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()
+    optimizer.step()
+    after = training_state_bytes(model, optimizer)
+    assert after["weights"] == 4 * n_total
+    assert after["gradients"] == 4 * n_trainable
+    # two fp32 moments per trainable parameter (+ a scalar step counter per tensor)
+    assert 8 * n_trainable <= after["optimizer"] <= 8 * n_trainable + 64 * len(optimizer.state)
+    assert after["total"] == after["weights"] + after["gradients"] + after["optimizer"]
+
+
+def test_release_freed_memory_runs():
+    from lora_helpers.params import release_freed_memory
+
+    release_freed_memory()   # must never raise, on any platform
