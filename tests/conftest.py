@@ -15,3 +15,12 @@ def tiny_model_factory():
         return LlamaForCausalLM(config).eval()
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Unit tests use tiny models: one thread avoids thread-pool contention (much faster on 2 shared cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
