@@ -12,6 +12,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from setup_cell import SETUP_CELL  # noqa: E402
 
 LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PRACTICE = sorted((ROOT / "solutions").glob("*.ipynb")) + sorted((ROOT / "exercises").glob("*.ipynb"))
+ALL_NOTEBOOKS = LESSONS + PRACTICE
 
 
 def _cells(path, kind="code"):
@@ -19,10 +21,26 @@ def _cells(path, kind="code"):
 
 
 def test_main_lessons_exist():
-    assert (ROOT / "notebooks" / "load_lora_adapter_example.ipynb").is_file()
+    for name in ("load_lora_adapter_example", "lora_finetuning", "merge_lora_adapters"):
+        assert (ROOT / "notebooks" / f"{name}.ipynb").is_file(), name
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_lesson_is_on_the_readme_course_map(path):
+    assert f"](notebooks/{path.name})" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", [p for p in LESSONS if list((ROOT / "solutions").glob(f"*_{p.stem}_solutions.ipynb"))],
+                         ids=lambda p: p.name)
+def test_lesson_links_to_its_exercises_and_solutions(path):
+    text = "\n".join("".join(c["source"]) for c in _cells(path, "markdown"))
+    solution = next((ROOT / "solutions").glob(f"*_{path.stem}_solutions.ipynb"))
+    exercise = ROOT / "exercises" / solution.name.replace("_solutions", "_exercises")
+    assert f"](../solutions/{solution.name})" in text
+    assert f"](../exercises/{exercise.name})" in text
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_notebook_committed_executed_in_order(path):
     counts = [c["execution_count"] for c in _cells(path) if "".join(c["source"]).strip()]
     assert counts == list(range(1, len(counts) + 1)), "re-run top to bottom in a fresh kernel and commit"
@@ -31,19 +49,19 @@ def test_notebook_committed_executed_in_order(path):
             assert out["output_type"] != "error"
 
 
-@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_notebook_setup_cell_is_the_shared_one(path):
     assert "".join(_cells(path)[0]["source"]) == SETUP_CELL
     assert "torch" not in SETUP_CELL.split("PINNED")[1].split("}")[0]
 
 
-@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_colab_badge_points_to_this_file(path):
     first = "".join(_cells(path, "markdown")[0]["source"])
-    assert f"blob/main/notebooks/{path.name}" in first
+    assert f"blob/main/{path.parent.name}/{path.name}" in first
 
 
-@pytest.mark.parametrize("path", [ROOT / "README.md", *LESSONS], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [ROOT / "README.md", *ALL_NOTEBOOKS], ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_relative_links_resolve(path):
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".ipynb":

@@ -1,8 +1,7 @@
-"""DRAFT source of notebooks/lora_finetuning.ipynb (issue 3): written, never executed in full.
+"""Builder of notebooks/lora_finetuning.ipynb (lesson 2).
 
-Not a lesson yet: run it, execute the notebook on a quiet CPU, check every number and the prose
-against the outputs, then commit the executed notebook."""
-"""Builder of notebooks/lora_finetuning.ipynb. `python build_nb2.py [--smoke OUT]` writes a tiny-step variant."""
+`python scripts/notebook_sources/lora_finetuning.py` writes the unexecuted notebook (then execute it
+with `make notebooks`); `--smoke OUT` writes a tiny-step variant to OUT for a quick check."""
 import sys
 import nbformat as nbf
 from pathlib import Path
@@ -28,13 +27,15 @@ md("""
 - so sánh với tinh chỉnh toàn bộ (full finetuning): tham số, bộ nhớ, thời gian, dung lượng trên đĩa, và vì sao lợi ích bộ nhớ nhỏ ở 135M nhưng khổng lồ ở 175B;
 - ảnh hưởng của hạng (rank) r; lưu và nạp lại bộ điều hợp (adapter); những cách viết cũ cần tránh.
 
-**Thời gian chạy:** khoảng 6–8 phút trên CPU 2 nhân; khoảng 1–2 phút trên GPU Colab (số bước lớn hơn).
+**Thời gian chạy:** khoảng 8 phút trên CPU 2 nhân (đo khi soạn bài: 470 s, trong đó huấn luyện chiếm 7 phút); khoảng 2 phút trên GPU Colab (số bước lớn hơn, đặt ở ô cấu hình).
 
 Tác vụ: `ngay_thang`: đọc một câu tiếng Việt có ngày tháng và trả lời đúng một ngày dạng `YYYY-MM-DD`. Mô hình cơ sở (base model) gần như không làm được.
 """)
 code(SETUP_CELL)
 md("## 1. Thư viện, hạt giống ngẫu nhiên, thiết bị")
 code("""
+import json
+import os
 import shutil
 import time
 import warnings
@@ -50,13 +51,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import SFTTrainer
 
 from lora_helpers import CourseError
-from lora_helpers.adapters import directory_size, human_size, save_adapter
-from lora_helpers.data import make_task_splits, prompts_of, to_prompt_completion
+from lora_helpers.adapters import course_root, directory_size, human_size, save_adapter
+from lora_helpers.data import check_messages_dataset, make_task_splits, prompts_of, to_prompt_completion
 from lora_helpers.env import pick_device, pick_dtype, print_environment, seed_everything
 from lora_helpers.evaluation import evaluate_task
+from lora_helpers.figures import show_figure
 from lora_helpers.models import find_base_model
 from lora_helpers.params import (PeakMemory, lora_param_count, lora_param_table, trainable_parameters,
-                                 training_memory_estimate)
+                                 training_memory_estimate, training_state_bytes)
 from lora_helpers.plotting import plot_loss_curves
 from lora_helpers.training import check_lora_config, loss_history, sft_config, steps_to_reach
 
@@ -75,7 +77,7 @@ DTYPE = pick_dtype(DEVICE)
 print_environment()
 """)
 md("## 2. Cấu hình\nMọi hằng số của bài nằm ở đây. Trên CPU ta dùng ít bước để cả bài chạy trong vài phút; trên GPU có thể tăng lên.")
-steps = ("2", "2", "1", "2", "8", "16") if SMOKE else ("30 if DEVICE == \"cpu\" else 100", "12 if DEVICE == \"cpu\" else 50", "5", "24 if DEVICE == \"cpu\" else 50", "20 if DEVICE == \"cpu\" else 50", "20")
+steps = ("2", "2", "1", "2", "8", "16") if SMOKE else ("30 if DEVICE == \"cpu\" else 60", "10 if DEVICE == \"cpu\" else 60", "5", "16 if DEVICE == \"cpu\" else 40", "20 if DEVICE == \"cpu\" else 50", "400")
 code(f"""
 TASK = "ngay_thang"
 SEED = 0
@@ -89,8 +91,8 @@ MAX_NEW_TOKENS = 16             # câu trả lời chỉ khoảng 10 token: sinh
 LORA_R, LORA_ALPHA = 8, 16
 LORA_LR = 1e-3                  # LoRA chịu được tốc độ học lớn
 FULL_LR = 5e-5                  # tinh chỉnh toàn bộ cần tốc độ học nhỏ hơn nhiều
-OUT = Path("../outputs/lora_finetuning")   # thư mục bị .gitignore bỏ qua
-N_TRAIN_ROWS = {steps[5] if SMOKE else "400"}
+OUT = course_root() / "outputs" / "lora_finetuning"   # thư mục bị .gitignore bỏ qua
+N_TRAIN_ROWS = {steps[5]}
 
 BASE_PATH = find_base_model()
 splits = make_task_splits(TASK, n_train=N_TRAIN_ROWS, n_val=N_VAL, n_test=N_TEST, seed=SEED)
@@ -140,8 +142,12 @@ $$y = W x + \\frac{\\alpha}{r} B A x, \\qquad A \\in \\mathbb{R}^{r \\times d_\\
 - `alpha/r` là hệ số tỉ lệ: đổi r mà giữ `alpha/r` cố định thì độ lớn cập nhật gần như không đổi.
 - Số tham số huấn luyện được mỗi lớp: `r·d_in + d_out·r = r·(d_in + d_out)`, thay vì `d_in·d_out`.
 
-Kiểm tra bằng số: bọc mô hình cơ sở bằng `get_peft_model` rồi so logits.
+Hình dưới (vẽ bằng `scripts/make_figures.py` từ kích thước thật của mô hình; tệp [`images/lora_at_a_glance.png`](../images/lora_at_a_glance.png)) cho lớp `q_proj` của SmolLM2-135M.
 """)
+code("""
+show_figure("lora_at_a_glance.png", width=760)
+""")
+md("Kiểm tra bằng số: bọc mô hình cơ sở bằng `get_peft_model` rồi so logits.")
 code("""
 lora_config = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0, target_modules="all-linear",
                          task_type="CAUSAL_LM")
@@ -226,6 +232,7 @@ with PeakMemory(DEVICE) as lora_mem:
     trainer.train()
 lora_model = trainer.model
 lora_hist = loss_history(trainer)
+lora_state = training_state_bytes(trainer.model, trainer.optimizer)   # trọng số + gradient + Adam, đếm từ tensor thật
 lora_sec_per_step = lora_mem.seconds / MAX_STEPS
 print(f"LoRA: {MAX_STEPS} bước trong {lora_mem.seconds:.0f} s ({lora_sec_per_step:.1f} s/bước)")
 print(f"Loss huấn luyện: {lora_hist['train'][0][1]:.2f} → {lora_hist['train'][-1][1]:.3f}; "
@@ -258,7 +265,11 @@ md("Mô hình cơ sở trả lời lan man hoặc sai định dạng; sau vài c
 
 md("""
 ## 7. So với tinh chỉnh toàn bộ
-Cùng dữ liệu, cùng hạt giống, cùng số bước, nhưng mọi tham số đều được cập nhật (tốc độ học nhỏ hơn, `FULL_LR`, vì cập nhật trực tiếp W dễ phá mô hình). Ta đo số tham số huấn luyện được, bộ nhớ đỉnh tăng thêm khi huấn luyện (trên CPU: bộ nhớ thường trú RSS; trên GPU: `torch.cuda.max_memory_allocated`), thời gian mỗi bước và dung lượng khi lưu.
+Cùng dữ liệu, cùng hạt giống, cùng số bước, nhưng mọi tham số đều được cập nhật (tốc độ học nhỏ hơn, `FULL_LR`, vì cập nhật trực tiếp W dễ phá mô hình). Ta đo:
+- số tham số huấn luyện được;
+- bộ nhớ của *trạng thái huấn luyện*: trọng số + gradient + trạng thái Adam, đếm từ chính các tensor của trainer (`training_state_bytes`);
+- bộ nhớ đỉnh tăng thêm trong lúc huấn luyện (trên CPU: bộ nhớ thường trú RSS, lấy mẫu liên tục; trên GPU: `torch.cuda.max_memory_allocated`), gồm cả activations;
+- thời gian mỗi bước và dung lượng khi lưu.
 """)
 code("""
 seed_everything(SEED)
@@ -275,6 +286,7 @@ full_trainer.remove_callback(PrinterCallback)
 with PeakMemory(DEVICE) as full_mem:
     full_trainer.train()
 full_hist = loss_history(full_trainer)
+full_state = training_state_bytes(full_trainer.model, full_trainer.optimizer)
 full_sec_per_step = full_mem.seconds / MAX_STEPS
 full_eval = evaluate_task(full_trainer.model, tokenizer, test_ds, max_new_tokens=MAX_NEW_TOKENS)
 print(f"Tinh chỉnh toàn bộ: {MAX_STEPS} bước trong {full_mem.seconds:.0f} s ({full_sec_per_step:.1f} s/bước)")
@@ -287,7 +299,10 @@ n_trainable_full, n_total_full = trainable_parameters(full_trainer.model)
 
 rows = [
     ("tham số huấn luyện được", f"{n_trainable_lora:,}", f"{n_trainable_full:,}"),
-    ("bộ nhớ đỉnh tăng thêm", human_size(lora_mem.peak_bytes), human_size(full_mem.peak_bytes)),
+    ("trọng số+gradient+Adam", human_size(lora_state["total"]), human_size(full_state["total"])),
+    ("  trong đó gradient+Adam", human_size(lora_state["gradients"] + lora_state["optimizer"]),
+     human_size(full_state["gradients"] + full_state["optimizer"])),
+    ("bộ nhớ đỉnh tăng thêm (đo)", human_size(lora_mem.peak_bytes), human_size(full_mem.peak_bytes)),
     ("giây / bước", f"{lora_sec_per_step:.1f}", f"{full_sec_per_step:.1f}"),
     ("dung lượng khi lưu", human_size(directory_size(lora_dir)), human_size(directory_size(full_dir))),
     ("loss kiểm định cuối", f"{lora_hist['eval'][-1][1]:.3f}", f"{full_hist['eval'][-1][1]:.3f}"),
@@ -296,6 +311,34 @@ rows = [
 print(f"{'':<28}{'LoRA r=' + str(LORA_R):>16}{'toàn bộ':>16}")
 for name, a, b in rows:
     print(f"{name:<28}{a:>16}{b:>16}")
+""")
+code("""
+# Các mục tiêu của bài, đo trong chính lần chạy này
+lora_acc, full_acc, base_acc = lora_eval["accuracy"], full_eval["accuracy"], base_eval["accuracy"]
+verdict = lambda ok: "đạt" if ok else "KHÔNG đạt"
+print(f"Mô hình cơ sở ≤ 10%:            {base_acc:.0%}  → {verdict(base_acc <= 0.10)}")
+print(f"LoRA ≥ 90%:                     {lora_acc:.0%}  → {verdict(lora_acc >= 0.90)}")
+print(f"LoRA cách toàn bộ ≤ 5 điểm:     {abs(lora_acc - full_acc) * 100:.0f} điểm → {verdict(abs(lora_acc - full_acc) <= 0.05)}")
+
+# Ghi số đo ra tệp: scripts/make_figures.py vẽ hình so sánh từ tệp này (không gõ tay con số nào)
+measurements = {
+    "source": "notebooks/lora_finetuning.ipynb", "device": DEVICE, "model": "SmolLM2-135M-Instruct",
+    "max_steps": MAX_STEPS,
+    "runs": {
+        f"LoRA r={LORA_R}": {"trainable_params": n_trainable_lora, "peak_memory_bytes": lora_mem.peak_bytes,
+                             "seconds_per_step": round(lora_sec_per_step, 2),
+                             "checkpoint_bytes": directory_size(lora_dir), "test_accuracy": lora_acc},
+        "toàn bộ": {"trainable_params": n_trainable_full, "peak_memory_bytes": full_mem.peak_bytes,
+                    "seconds_per_step": round(full_sec_per_step, 2),
+                    "checkpoint_bytes": directory_size(full_dir), "test_accuracy": full_acc},
+    },
+}
+(OUT / "measurements.json").write_text(json.dumps(measurements, ensure_ascii=False, indent=2), encoding="utf-8")
+if os.environ.get("LORA_COURSE_WRITE_FIGURE_DATA") == "1":   # chỉ khi người bảo trì chạy `make notebooks`
+    figure_data = course_root() / "images" / "data" / "lora_vs_full.json"
+    figure_data.parent.mkdir(parents=True, exist_ok=True)
+    figure_data.write_text(json.dumps(measurements, ensure_ascii=False, indent=2) + "\\n", encoding="utf-8")
+    print("Đã cập nhật", figure_data.relative_to(course_root()))
 """)
 code("""
 plot_loss_curves({f"LoRA r={LORA_R} (lr {LORA_LR:g})": lora_hist, f"toàn bộ (lr {FULL_LR:g})": full_hist},
@@ -309,7 +352,7 @@ print(f"Tham số huấn luyện được: LoRA {n_trainable_lora:,} / toàn b�
 print("Bộ điều hợp chỉ chứa:", sorted(p.name for p in lora_dir.iterdir()))
 """)
 md("""
-**Đọc kết quả.** LoRA huấn luyện ít hơn khoảng 50 lần số tham số và tệp lưu nhỏ hơn hàng chục lần. Nhưng thời gian mỗi bước và bộ nhớ chỉ chênh lệch vừa phải. Vì sao? Một mô hình bộ nhớ đơn giản cho một bước huấn luyện với Adam:
+**Đọc kết quả** (các con số ở bảng trên, của chính lần chạy này). Số tham số huấn luyện được và dung lượng khi lưu chênh nhau hàng chục lần; cùng số bước, độ chính xác như nhau. Nhưng thời gian mỗi bước và bộ nhớ đỉnh chỉ chênh lệch vừa phải (dưới 2 lần). Vì sao? Một mô hình bộ nhớ đơn giản cho một bước huấn luyện với Adam:
 
 | thành phần | tinh chỉnh toàn bộ | LoRA |
 |---|---|---|
@@ -340,7 +383,7 @@ for name, est in big.items():
 print(f"Tham số huấn luyện được ít hơn {N_GPT3 / N_GPT3_LORA:,.0f} lần")
 """)
 md("""
-Ở quy mô GPT-3, gradient và trạng thái Adam của 175 tỉ tham số lớn hơn chính trọng số nhiều lần; LoRA xoá gần hết phần đó. Mô hình thô của ta cho khoảng 1,4 TB so với 350 GB; bài báo LoRA đo thực tế **1,2 TB → 350 GB** bộ nhớ GPU khi huấn luyện, số tham số huấn luyện được ít hơn khoảng **10.000 lần**, và dung lượng checkpoint từ 350 GB xuống khoảng 35 MB. Kết luận: lợi ích bộ nhớ của LoRA lớn dần theo kích thước mô hình; ở 135M, lợi ích rõ nhất là **tệp nhỏ** và khả năng giữ nhiều bộ điều hợp cho một mô hình cơ sở.
+Ở quy mô GPT-3, gradient và trạng thái Adam của 175 tỉ tham số lớn hơn chính trọng số nhiều lần; LoRA xoá gần hết phần đó. Mô hình thô của ta cho khoảng 1,4 TB so với 350 GB; bài báo LoRA đo thực tế **1,2 TB → 350 GB** bộ nhớ GPU khi huấn luyện, và dung lượng checkpoint từ 350 GB xuống khoảng 35 MB. Bài báo nói số tham số huấn luyện được ít hơn khoảng **10.000 lần**: đó là con số làm tròn cho các cấu hình họ dùng (từ 4,7M đến 37,7M tham số LoRA); với 4,7M như ô trên, tỉ lệ là khoảng 37.000 lần, với 37,7M là khoảng 4.600 lần. Kết luận: lợi ích bộ nhớ của LoRA lớn dần theo kích thước mô hình; ở 135M, lợi ích rõ nhất là **tệp nhỏ** và khả năng giữ nhiều bộ điều hợp cho một mô hình cơ sở.
 """)
 code("""
 del full_trainer, full_model
@@ -367,8 +410,9 @@ for r in (4, 16):
     t.train()
     rank_hists[f"r={r}"] = loss_history(t)
     rank_params[r] = trainable_parameters(t.model)[0]
-    print(f"r={r}: {rank_params[r]:,} tham số, {time.perf_counter() - start:.0f} s, "
-          f"loss kiểm định cuối {rank_hists[f'r={r}']['eval'][-1][1]:.3f}")
+    acc = evaluate_task(t.model, tokenizer, test_ds, max_new_tokens=MAX_NEW_TOKENS)["accuracy"]
+    print(f"r={r:<3} {rank_params[r]:>10,} tham số  {time.perf_counter() - start:4.0f} s  "
+          f"loss kiểm định cuối {rank_hists[f'r={r}']['eval'][-1][1]:.3f}  độ chính xác {acc:.0%}")
     del t, base_r
 plot_loss_curves(rank_hists, title="Ảnh hưởng của hạng r")
 plt.show()
@@ -377,7 +421,7 @@ code("""
 # NBVAL_CHECK_OUTPUT
 print(f"r=16 có số tham số gấp {rank_params[16] / rank_params[4]:.0f} lần r=4")
 """)
-md("Với tác vụ hẹp như đổi ngày tháng, r=4 và r=16 học gần như nhau: hạng nhỏ đã đủ. Bài báo LoRA cũng thấy r rất nhỏ (1–4) thường đủ tốt; tăng r chỉ đáng khi tác vụ khó hơn nhiều hoặc dữ liệu lớn hơn nhiều.")
+md("**Đọc kết quả.** Ở lần chạy đã lưu trên CPU, sau cùng 10 bước, r=16 có loss kiểm định thấp hơn và độ chính xác cao hơn r=4: giữ alpha/r cố định, hạng lớn hơn cho bộ điều hợp nhiều hướng cập nhật hơn nên đi nhanh hơn trong vài bước đầu, với giá gấp 4 lần tham số. Nhưng cả hai lần chạy 10 bước đều còn kém xa r=8 chạy 30 bước ở mục 5: ở đây **số bước quan trọng hơn hạng**. Lời khuyên thực tế: bắt đầu với hạng nhỏ (4–8), giữ một tập kiểm định và nhìn đường loss kiểm định; chỉ tăng r khi loss kiểm định đã ngừng giảm mà kết quả vẫn chưa đủ. Bài báo LoRA cũng thấy hạng rất nhỏ (1–4) thường đã đủ cho GPT-3.")
 
 md("""
 ## 9. Lưu và nạp lại bộ điều hợp
@@ -447,15 +491,29 @@ for name, cfg in bad_configs.items():
         print(f"[{name}] {exc}\\n")
 """)
 
+md("Dữ liệu sai dạng cũng bị bắt trước khi huấn luyện: `SFTTrainer` cần cột `messages` (hoặc `prompt`/`completion`). `check_messages_dataset` nói rõ thiếu gì và sửa thế nào.")
+code("""
+# NBVAL_CHECK_OUTPUT
+from datasets import Dataset
+
+wrong = Dataset.from_dict({"question": ["Ngày 3 tháng 4 năm 2021"], "answer": ["2021-04-03"]})
+try:
+    check_messages_dataset(wrong, "wrong")
+except CourseError as exc:
+    print(exc)
+""")
+
 md("""
 ## Tóm tắt
 - LoRA đóng băng W và học ΔW = (alpha/r)·B·A; vì B = 0 lúc đầu, mô hình có bộ điều hợp **giống hệt** mô hình cơ sở trước bước đầu tiên (ta đã kiểm chứng trên logits).
 - Số tham số huấn luyện được là r·(d_in + d_out) mỗi lớp, tuyến tính theo r; công thức khớp chính xác với peft.
 - `SFTTrainer(model, args=SFTConfig, train_dataset, eval_dataset, processing_class=tokenizer, peft_config=LoraConfig)` huấn luyện bộ điều hợp; theo dõi loss trên cả tập huấn luyện và tập kiểm định.
-- Trên tác vụ ngày tháng, vài chục bước LoRA đưa độ chính xác từ gần 0% lên mức cao, so sánh được với tinh chỉnh toàn bộ, với số tham số ít hơn khoảng 50 lần và tệp lưu nhỏ hơn hàng chục lần. Lợi ích bộ nhớ ở 135M là nhỏ, nhưng ở 175B là khổng lồ.
+- Trên tác vụ ngày tháng, 30 bước LoRA đưa độ chính xác trên tập kiểm tra (câu viết theo mẫu chưa gặp khi huấn luyện) từ 0% lên mức của tinh chỉnh toàn bộ cùng số bước, với số tham số huấn luyện được và tệp lưu nhỏ hơn khoảng 55 lần. Lợi ích bộ nhớ ở 135M là vừa phải, nhưng ở 175B là khổng lồ.
 - Lưu bằng `save_pretrained`, nạp lại bằng `PeftModel.from_pretrained` lên mô hình cơ sở mới: logits giống hệt.
 
-Bài tiếp theo: hợp nhất bộ điều hợp vào mô hình (`merge_and_unload`) và phục vụ nhiều bộ điều hợp cùng lúc.
+**Luyện tập:** [bài tập](../exercises/02_lora_finetuning_exercises.ipynb) (🐢 🐕 🦁, có chấm tự động) · [lời giải](../solutions/02_lora_finetuning_solutions.ipynb)
+
+Bài tiếp theo: [hợp nhất bộ điều hợp vào mô hình](merge_lora_adapters.ipynb) (`merge_and_unload`), rồi [OLoRA](olora_finetuning.ipynb).
 """)
 nb = nbf.v4.new_notebook(cells=cells)
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
