@@ -39,18 +39,18 @@ def check_adapter_dir(path) -> Path:
     path = Path(path)
     if not path.exists():
         raise CourseError(
-            f"Không tìm thấy thư mục bộ điều hợp `{path}`.",
+            f"Không tìm thấy thư mục bộ điều hợp `{display_path(path)}`.",
             "Kiểm tra đường dẫn (thư mục hiện tại là nơi notebook chạy), hoặc lưu bộ điều hợp trước bằng "
             "`model.save_pretrained(thư_mục)`. Bộ điều hợp mẫu: `python scripts/build_adapters.py`.",
         )
     if not (path / "adapter_config.json").is_file():
         raise CourseError(
-            f"`{path}` không phải thư mục bộ điều hợp: thiếu adapter_config.json.",
+            f"`{display_path(path)}` không phải thư mục bộ điều hợp: thiếu adapter_config.json.",
             "Một bộ điều hợp PEFT gồm adapter_config.json và adapter_model.safetensors. "
             "Nếu đây là mô hình đã hợp nhất (merged), nạp nó bằng AutoModelForCausalLM.from_pretrained.",
         )
     if not any((path / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
-        raise CourseError(f"`{path}` thiếu tệp trọng số adapter_model.safetensors.", "Lưu lại bộ điều hợp.")
+        raise CourseError(f"`{display_path(path)}` thiếu tệp trọng số adapter_model.safetensors.", "Lưu lại bộ điều hợp.")
     return path
 
 
@@ -117,6 +117,20 @@ def set_adapter_checked(model, adapter_name: str) -> None:
     model.set_adapter(adapter_name)
 
 
+def display_path(path) -> str:
+    """``path`` as a learner should read it: relative to the course folder (or the current folder)
+    when inside it, so messages and notebook outputs carry no machine-specific absolute path."""
+    path = Path(path)
+    if not path.is_absolute():
+        return str(path)
+    for root in (course_root(), Path.cwd()):
+        try:
+            return str(path.resolve().relative_to(root.resolve()))
+        except ValueError:
+            continue
+    return str(path)
+
+
 def ensure_fresh_dir(path, overwrite: bool = False) -> Path:
     """Refuse to write into a directory that already holds files, unless ``overwrite=True``.
 
@@ -126,7 +140,7 @@ def ensure_fresh_dir(path, overwrite: bool = False) -> Path:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         if not overwrite:
             raise CourseError(
-                f"`{path}` đã có dữ liệu ({', '.join(sorted(p.name for p in path.iterdir())[:4]) if path.is_dir() else 'một tệp'}). "
+                f"`{display_path(path)}` đã có dữ liệu ({', '.join(sorted(p.name for p in path.iterdir())[:4]) if path.is_dir() else 'một tệp'}). "
                 "Khoá học không ghi đè lên thứ bạn đã lưu.",
                 "Chọn thư mục khác, hoặc gọi lại với overwrite=True nếu bạn chắc chắn muốn ghi đè.",
             )

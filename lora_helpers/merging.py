@@ -43,7 +43,7 @@ import copy as copy_module
 import os
 from pathlib import Path
 
-from .adapters import ensure_fresh_dir, human_size
+from .adapters import display_path, ensure_fresh_dir, human_size
 from .errors import CourseError
 
 _MODEL_FILE_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
@@ -316,7 +316,7 @@ def save_merged(model, tokenizer, out_dir, overwrite: bool = False) -> Path:
     existing = _model_files(path) if path.is_dir() else []
     if existing and not overwrite:
         raise CourseError(
-            f"`{path}` đã chứa một mô hình ({', '.join(existing[:4])}). Khoá học không ghi đè lên thứ bạn đã lưu.",
+            f"`{display_path(path)}` đã chứa một mô hình ({', '.join(existing[:4])}). Khoá học không ghi đè lên thứ bạn đã lưu.",
             "Chọn thư mục khác, hoặc gọi lại với overwrite=True nếu bạn chắc chắn muốn ghi đè.",
         )
     path = ensure_fresh_dir(path, overwrite=overwrite)

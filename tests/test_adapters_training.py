@@ -99,3 +99,12 @@ def test_loss_history_and_threshold():
 def test_human_size():
     assert human_size(512) == "512 B"
     assert human_size(10 * 1024 * 1024) == "10.0 MB"
+
+
+def test_display_path_hides_machine_specific_prefix(tmp_path, monkeypatch):
+    from lora_helpers.adapters import course_root, display_path
+
+    assert display_path("adapters/x") == "adapters/x"                       # relative: unchanged
+    assert display_path(course_root() / "outputs" / "m") == "outputs/m"     # inside the course: relative
+    monkeypatch.chdir(tmp_path)
+    assert display_path(tmp_path / "a" / "b") == "a/b"                       # inside the current folder
