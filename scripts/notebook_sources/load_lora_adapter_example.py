@@ -162,7 +162,12 @@ for name, row in scores.items():
     print(f"{name:<14}{row['don_hang']:>10.0%}{row['ngay_thang']:>12.0%}")
 """)
 md("Đọc bảng theo hàng: đường chéo (mỗi bộ điều hợp trên tác vụ của nó) cao hơn hẳn phần còn lại. Bộ điều hợp mẫu `don_hang` chưa hoàn hảo: tập kiểm tra dùng mẫu câu mới (ví dụ *\"gửi 6 phần cơm tấm đến Phú Nhuận\"*), và khi dữ liệu huấn luyện chưa có cách nói đó, mô hình có thể gộp luôn địa chỉ vào tên món. Đó là lý do ta luôn đo trên câu chưa thấy khi huấn luyện, và làm dữ liệu huấn luyện đa dạng hơn (bài tinh chỉnh).")
-md("Chọn đúng bộ điều hợp cho từng yêu cầu Chọn đúng bộ điều hợp cho từng yêu cầu chính là việc *định tuyến* (routing) mà một hệ thống nhiều bộ điều hợp phải làm.")
+md("Chọn đúng bộ điều hợp cho từng yêu cầu chính là việc *định tuyến* (routing) mà một hệ thống nhiều bộ điều hợp phải làm: một mô hình cơ sở, nhiều bộ điều hợp nhỏ, `set_adapter` chọn bộ đang bật (hình [`images/adapter_switching.png`](../images/adapter_switching.png), vẽ bằng `scripts/make_figures.py` từ các tệp thật trong `adapters/`).")
+code("""
+from lora_helpers.figures import show_figure
+
+show_figure("adapter_switching.png", width=720)
+""")
 md("## 7. Bộ điều hợp nhỏ đến mức nào?")
 code("""
 lora_params = {name: 0 for name in model.peft_config}
@@ -258,7 +263,9 @@ md("""
 - `delete_adapter` và `unload()` gỡ bộ điều hợp; ta đã đo: logits trở lại **giống hệt** mô hình cơ sở.
 - Lượng tử hoá: dùng `BitsAndBytesConfig` qua `quantization_config`, không dùng `load_in_8bit=True` rời.
 
-Bài tiếp theo: tự huấn luyện một bộ điều hợp bằng TRL (`notebooks/lora_finetuning.ipynb`).
+**Luyện tập:** [bài tập](../exercises/01_load_lora_adapter_exercises.ipynb) (🐢 🐕 🦁, có chấm tự động) · [lời giải](../solutions/01_load_lora_adapter_solutions.ipynb)
+
+Bài tiếp theo: [tự huấn luyện một bộ điều hợp bằng TRL](lora_finetuning.ipynb).
 """)
 nb = nbf.v4.new_notebook(cells=cells)
 nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
