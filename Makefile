@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.course-setup-done
 
-.PHONY: setup lab test unit notebooks adapters images clean-venv
+.PHONY: setup lab test unit notebooks adapters images exercises clean-venv
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ notebooks: setup
 # Figures in images/, drawn from code and from the measurements the lessons write to images/data/.
 images: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/make_figures.py
+
+# Rebuild solutions/ from scripts/exercise_sources/, regenerate exercises/ from them, execute both in place.
+exercises: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/make_exercises.py --solutions
+	for nb in solutions/*.ipynb exercises/*.ipynb; do HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; done
 
 adapters: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/build_adapters.py

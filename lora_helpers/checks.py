@@ -1,0 +1,791 @@
+"""Checks for the exercise notebooks: each says, in Vietnamese, whether an answer is right.
+
+Every ``check_*`` function takes the learner's answer (plus whatever reference it needs)
+and returns a :class:`CheckResult`. Shown in a notebook (the last line of a cell), the
+result prints one message:
+
+* ``✅ Đúng rồi! ...`` when the answer is right;
+* ``❌ Chưa đúng: <what is wrong>`` followed by ``💡 Gợi ý: <hint>`` when it is not;
+* ``⏳ Bài này chưa làm ...`` when the answer is still ``None`` (the placeholder of
+  an unanswered exercise notebook), so an unanswered notebook runs top to bottom.
+
+A check never raises on a strange answer: anything it cannot read is reported as wrong,
+with what it expected. The tests in ``tests/test_checks.py`` show that every check accepts
+the reference answer and rejects the usual wrong ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import warnings
+from dataclasses import dataclass
+
+OK, WRONG, TODO = "dung", "sai", "chua_lam"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of a check: ``status`` is ``"dung"``, ``"sai"`` or ``"chua_lam"``; ``message`` is Vietnamese.
+
+    ``bool(result)`` is True only for a right answer. In Jupyter the result prints its message.
+    """
+
+    status: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.status == OK
+
+    @property
+    def passed(self) -> bool:
+        return self.status == OK
+
+    def __str__(self) -> str:
+        return self.message
+
+    __repr__ = __str__
+
+    def _ipython_display_(self) -> None:  # IPython shows the message as plain printed text
+        print(self.message)
+
+
+def _ok(text: str) -> CheckResult:
+    return CheckResult(OK, f"✅ Đúng rồi! {text}")
+
+
+def _wrong(problem: str, hint: str) -> CheckResult:
+    return CheckResult(WRONG, f"❌ Chưa đúng: {problem}\n💡 Gợi ý: {hint}")
+
+
+def _todo(what: str = "đáp án vẫn là `None`") -> CheckResult:
+    return CheckResult(
+        TODO,
+        f"⏳ Bài này chưa làm: {what}. Viết code vào chỗ `# VIẾT CODE CỦA BẠN Ở ĐÂY` "
+        "ở ô phía trên, chạy ô đó rồi chạy lại ô kiểm tra này.",
+    )
+
+
+def _never_raises(check):
+    """A learner's odd answer must give a message, never a traceback inside the check."""
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any failure reading the answer is reported to the learner
+            return _wrong(
+                f"không đọc được đáp án của bạn ({type(exc).__name__}: {str(exc)[:200]}).",
+                "Xem lại kiểu dữ liệu mà đề bài yêu cầu, rồi chạy lại ô của bạn.",
+            )
+
+    return wrapper
+
+
+def _as_int(value):
+    """``value`` as an int when it is a whole number (int, numpy/torch integer, 1234.0), else None."""
+    if isinstance(value, bool):
+        return None
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _is_peft_model(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _lora_layers(model, adapter_name: str | None = None):
+    """(name, module) of the LoRA layers of ``model`` (those holding ``adapter_name`` if given)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and (adapter_name is None or adapter_name in module.lora_A):
+            yield name, module
+
+
+def _active(model) -> list[str]:
+    active = getattr(model, "active_adapters", None)
+    if callable(active):
+        active = active()
+    if isinstance(active, str):
+        active = [active]
+    return list(active or [])
+
+
+# =============================================================== lesson 1: loading, routing, combining
+
+
+@_never_raises
+def check_loaded_adapters(model, expected=None) -> CheckResult:
+    """Both demo adapters are loaded on one model, under their own names, with the weights of their folders.
+
+    ``expected`` maps adapter name -> folder (default: the demo adapters ``don_hang`` and
+    ``ngay_thang`` in ``adapters/``). Rejects: a plain base model, a missing adapter, an
+    adapter left under the default name ``default``, and two adapters loaded under swapped names.
+    """
+    import torch
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from .adapters import DEMO_ADAPTERS, check_adapter_dir, demo_adapter_path
+
+    if model is None:
+        return _todo()
+    if expected is None:
+        expected = {name: demo_adapter_path(name) for name in DEMO_ADAPTERS}
+    names = ", ".join(f"`{n}`" for n in expected)
+    if not _is_peft_model(model):
+        return _wrong(
+            f"`mo_hinh` là `{type(model).__name__}`, chưa có bộ điều hợp nào.",
+            "Bọc mô hình cơ sở bằng `PeftModel.from_pretrained(mô_hình, thư_mục, adapter_name=...)`, "
+            "rồi thêm bộ thứ hai bằng `mo_hinh.load_adapter(thư_mục, adapter_name=...)`.",
+        )
+    loaded = list(model.peft_config)
+    missing = [n for n in expected if n not in loaded]
+    if missing:
+        hint = "Nạp đủ các bộ điều hợp, mỗi bộ một tên: truyền `adapter_name=` khi gọi `from_pretrained`/`load_adapter`."
+        if "default" in loaded:
+            hint = ("Có một bộ điều hợp tên `default`: bạn quên `adapter_name=` khi nạp. "
+                    "Nạp lại với `adapter_name=\"<tên tác vụ>\"`.")
+        return _wrong(f"mô hình có các bộ điều hợp {loaded}, thiếu {missing} (cần đủ {names}).", hint)
+
+    on_disk = {n: load_file(str(check_adapter_dir(p) / "adapter_model.safetensors")) for n, p in expected.items()}
+
+    def same(name, reference) -> bool:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = get_peft_model_state_dict(model, adapter_name=name, save_embedding_layers=False)
+        if set(state) != set(reference):
+            return False
+        return all(torch.equal(state[k].detach().cpu().to(reference[k].dtype), reference[k]) for k in reference)
+
+    for name in expected:
+        if same(name, on_disk[name]):
+            continue
+        others = [o for o in expected if o != name and same(name, on_disk[o])]
+        if others:
+            return _wrong(
+                f"bộ điều hợp tên `{name}` lại chứa trọng số của `{others[0]}`: hai tên bị tráo.",
+                "Mỗi `adapter_name` phải đi với đúng thư mục của nó, ví dụ "
+                "`load_adapter(ADAPTERS[\"ngay_thang\"], adapter_name=\"ngay_thang\")`.",
+            )
+        return _wrong(
+            f"trọng số của `{name}` không khớp với thư mục bộ điều hợp `{name}` (có thể bạn tạo bộ điều hợp mới "
+            "bằng `get_peft_model`/`add_adapter` thay vì nạp, hoặc đã sửa trọng số).",
+            "Nạp trọng số đã huấn luyện từ thư mục: `PeftModel.from_pretrained` / `load_adapter`.",
+        )
+    return _ok(f"Mô hình có {len(expected)} bộ điều hợp {names}, mỗi bộ đúng trọng số của nó; "
+               f"đang bật: {_active(model)}.")
+
+
+def _routing_cases(n_per_task: int = 10):
+    """(prompt text, task) pairs from the validation and test splits of every course task."""
+    from .data import TASKS, make_task_splits
+
+    cases = []
+    for task in TASKS:
+        splits = make_task_splits(task, n_train=1, n_val=n_per_task, n_test=n_per_task, seed=1)
+        for split in ("validation", "test"):
+            cases += [(row["messages"][0]["content"], task) for row in splits[split]]
+    return cases
+
+
+@_never_raises
+def check_router(router, cases=None) -> CheckResult:
+    """``router(prompt_text) -> adapter name`` sends every prompt to the adapter of its task.
+
+    ``cases`` is a list of ``(prompt, task)``; by default prompts of both course tasks
+    not shown in the notebook. Rejects: a router that always answers the same adapter,
+    swapped names, an answer that is not an adapter name, and a router that crashes.
+    """
+    from .adapters import DEMO_ADAPTERS
+
+    if router is None:
+        return _todo()
+    if not callable(router):
+        return _wrong(f"`chon_bo_dieu_hop` phải là một hàm, bạn đưa {type(router).__name__}.",
+                      "Viết `def chon_bo_dieu_hop(cau_hoi): ... return \"don_hang\"` (hoặc \"ngay_thang\").")
+    cases = cases if cases is not None else _routing_cases()
+    wrong, choices = [], []
+    for prompt, task in cases:
+        try:
+            choice = router(prompt)
+        except Exception as exc:  # noqa: BLE001 - the learner's function failed
+            return _wrong(f"hàm của bạn báo lỗi với câu «{prompt[:80]}»: {type(exc).__name__}: {exc}",
+                          "Hàm nhận một chuỗi (nội dung câu hỏi) và trả về tên bộ điều hợp.")
+        if choice not in DEMO_ADAPTERS:
+            return _wrong(f"với câu «{prompt[:80]}» hàm trả về {choice!r}, không phải tên bộ điều hợp.",
+                          f"Trả về đúng một trong các tên: {', '.join(DEMO_ADAPTERS)}.")
+        choices.append(choice)
+        if choice != task:
+            wrong.append((prompt, choice, task))
+    if wrong:
+        prompt, choice, task = wrong[0]
+        hint = "Nhìn vào lời dặn ở đầu câu hỏi: mỗi tác vụ có một câu mở đầu riêng."
+        if len(set(choices)) == 1:
+            hint = f"Hàm của bạn luôn chọn `{choices[0]}`. " + hint
+        elif len(wrong) == len(cases):
+            hint = "Hàm của bạn chọn ngược hẳn: đổi chỗ hai tên bộ điều hợp."
+        return _wrong(
+            f"{len(wrong)}/{len(cases)} câu bị gửi nhầm bộ điều hợp, ví dụ «{prompt[:80]}» "
+            f"được gửi tới `{choice}` nhưng cần `{task}`.",
+            hint,
+        )
+    return _ok(f"Hàm định tuyến chọn đúng bộ điều hợp cho cả {len(cases)} câu hỏi mới (chưa xuất hiện trong notebook).")
+
+
+def answer_format(text: str) -> str | None:
+    """Which task's answer format ``text`` has: ``"don_hang"`` (JSON order), ``"ngay_thang"`` (ISO date) or None."""
+    text = (text or "").strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return "ngay_thang"
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    if isinstance(value, dict) and set(value) == {"ten", "mon", "so_luong", "dia_chi"}:
+        return "don_hang"
+    return None
+
+
+@_never_raises
+def check_routed_answers(answers, questions) -> CheckResult:
+    """Each answer was produced by the adapter of its question's task (judged by its format).
+
+    ``questions`` are dataset rows (with ``task``); ``answers`` the generated strings, in
+    the same order. An order must come back as JSON with keys ten/mon/so_luong/dia_chi, a
+    date as ``YYYY-MM-DD``. Rejects: a question sent to the other adapter (its answer has
+    the other task's format), answers of the bare base model, and a list of the wrong length.
+    """
+    if answers is None:
+        return _todo()
+    if isinstance(answers, str) or not isinstance(answers, (list, tuple)):
+        return _wrong(f"`tra_loi` phải là một danh sách chuỗi, bạn đưa {type(answers).__name__}.",
+                      "Tạo danh sách: một câu trả lời (chuỗi) cho mỗi câu hỏi, cùng thứ tự.")
+    if len(answers) != len(questions):
+        return _wrong(f"có {len(questions)} câu hỏi nhưng `tra_loi` có {len(answers)} phần tử.",
+                      "Trả lời mọi câu hỏi trong CAU_HOI, mỗi câu đúng một lần, giữ nguyên thứ tự.")
+    misrouted, malformed = [], []
+    for i, (answer, row) in enumerate(zip(answers, questions)):
+        if not isinstance(answer, str):
+            return _wrong(f"phần tử {i} của `tra_loi` là {type(answer).__name__}, không phải chuỗi.",
+                          "`generate(...)` trả về danh sách chuỗi; lấy từng chuỗi.")
+        fmt = answer_format(answer)
+        if fmt == row["task"]:
+            continue
+        (misrouted if fmt is not None else malformed).append((i, fmt, row["task"], answer))
+    if misrouted:
+        i, fmt, task, answer = misrouted[0]
+        return _wrong(
+            f"{len(misrouted)} câu đi nhầm bộ điều hợp: câu {i} là tác vụ `{task}` nhưng câu trả lời "
+            f"«{answer[:60]}» có dạng của `{fmt}`.",
+            "Trước khi sinh câu trả lời cho mỗi câu hỏi, gọi `mo_hinh.set_adapter(chon_bo_dieu_hop(câu_hỏi))`.",
+        )
+    if malformed:
+        i, _, task, answer = malformed[0]
+        return _wrong(
+            f"{len(malformed)} câu trả lời không có dạng của tác vụ nào, ví dụ câu {i} (`{task}`): «{answer[:60]}».",
+            "Có thể chưa bật bộ điều hợp nào (đang chạy mô hình cơ sở, hoặc trong `disable_adapter()`), "
+            "hoặc `max_new_tokens` quá nhỏ làm câu trả lời bị cắt.",
+        )
+    return _ok(f"Cả {len(answers)} câu trả lời đều có đúng dạng của tác vụ: mỗi câu đã đi đúng bộ điều hợp. "
+               "(Đúng dạng chưa chắc đúng nội dung: độ chính xác đo riêng.)")
+
+
+@_never_raises
+def check_weighted_adapter(model, adapter_name: str, sources, weights, rtol: float = 1e-4) -> CheckResult:
+    """``adapter_name`` exists, is active, and its ΔW is exactly ``sum(w_i * ΔW_i)`` in every layer.
+
+    ``add_weighted_adapter(..., combination_type="cat")`` gives that sum exactly; ``"svd"``
+    and ``"linear"`` only approximate it. Rejects: no such adapter, the combined adapter
+    not switched on, an approximate combination, and other weights than asked.
+    """
+    import torch
+
+    if model is None:
+        return _todo()
+    if not _is_peft_model(model):
+        return _wrong(f"mô hình là `{type(model).__name__}`, không có bộ điều hợp.",
+                      "Dùng mô hình đã nạp hai bộ điều hợp (bài 1).")
+    if adapter_name not in model.peft_config:
+        return _todo(f"mô hình chưa có bộ điều hợp tên `{adapter_name}` (đang có {list(model.peft_config)})")
+    if _active(model) != [adapter_name]:
+        return _wrong(f"bộ điều hợp đang bật là {_active(model)}, không phải `{adapter_name}`.",
+                      f"`add_weighted_adapter` chỉ tạo bộ mới; bật nó bằng `mo_hinh.set_adapter(\"{adapter_name}\")`.")
+    worst, n_layers = 0.0, 0
+    for _, layer in _lora_layers(model, adapter_name):
+        with torch.no_grad():
+            combined = layer.get_delta_weight(adapter_name).float()
+            target = sum(w * layer.get_delta_weight(s).float() for s, w in zip(sources, weights) if s in layer.lora_A)
+            scale = max(target.abs().max().item(), 1e-12) if torch.is_tensor(target) else 1e-12
+            error = (combined - target).abs().max().item() / scale
+        worst, n_layers = max(worst, error), n_layers + 1
+    if n_layers == 0:
+        return _wrong(f"`{adapter_name}` không gắn vào lớp nào.", "Tạo lại bằng add_weighted_adapter.")
+    if worst > rtol:
+        r = model.peft_config[adapter_name].r
+        return _wrong(
+            f"ΔW của `{adapter_name}` khác tổng {' + '.join(f'{w}·ΔW({s})' for s, w in zip(sources, weights))} "
+            f"(sai số tương đối lớn nhất {worst:.2g}; hạng của bộ kết hợp r={r}).",
+            "Kiểm tra lại trọng số (weights). combination_type=\"svd\" (mặc định) và \"linear\" chỉ xấp xỉ tổng; "
+            "\"cat\" ghép A và B nên cho đúng tổng, với hạng bằng tổng các hạng.",
+        )
+    return _ok(f"`{adapter_name}` đang bật, và trong cả {n_layers} lớp ΔW đúng bằng tổng có trọng số của "
+               f"{', '.join(sources)} (hạng r={model.peft_config[adapter_name].r}).")
+
+
+@_never_raises
+def check_task_scores(scores, test_sets) -> CheckResult:
+    """Per-task results of ``evaluate_task``: one per task, on the whole test set, accuracy consistent.
+
+    ``scores`` maps task -> the dict ``evaluate_task`` returns (``accuracy``, ``predictions``...);
+    ``test_sets`` maps task -> the test dataset it should have been measured on. The accuracy is
+    recomputed from the predictions. Rejects: a missing task, a percentage instead of a
+    fraction, predictions of another set (wrong length) and an accuracy that the predictions do not give.
+    """
+    from .evaluation import task_metrics
+
+    if scores is None:
+        return _todo()
+    if not isinstance(scores, dict):
+        return _wrong(f"`ket_qua` phải là dict {{tác_vụ: kết quả}}, bạn đưa {type(scores).__name__}.",
+                      "Ví dụ: `ket_qua = {task: evaluate_task(mo_hinh, tokenizer, TEST[task]) for task in TEST}`.")
+    missing = [t for t in test_sets if t not in scores]
+    if missing:
+        return _wrong(f"thiếu kết quả của tác vụ {missing}.", "Đo trên tập kiểm tra của từng tác vụ.")
+    for task, dataset in test_sets.items():
+        result = scores[task]
+        if not isinstance(result, dict) or "accuracy" not in result or "predictions" not in result:
+            return _wrong(f"`ket_qua['{task}']` phải là dict trả về bởi `evaluate_task` (có accuracy, predictions).",
+                          f"`ket_qua['{task}'] = evaluate_task(mo_hinh, tokenizer, TEST['{task}'])`.")
+        predictions = result["predictions"]
+        if len(predictions) != len(dataset):
+            return _wrong(f"`{task}`: {len(predictions)} câu trả lời nhưng tập kiểm tra có {len(dataset)} câu.",
+                          f"Đo trên đúng tập TEST['{task}'] của tác vụ đó.")
+        accuracy = result["accuracy"]
+        expected = task_metrics(task, predictions, dataset["answer"])["accuracy"]
+        if abs(accuracy - expected) > 1e-9:
+            hint = "Đừng tự sửa con số: lấy `accuracy` đúng từ kết quả của `evaluate_task` trên tập của tác vụ đó."
+            if expected and abs(accuracy - 100 * expected) < 1e-6:
+                hint = "Độ chính xác ở đây là tỉ lệ 0–1 (0.45), không phải phần trăm (45)."
+            return _wrong(f"`{task}`: accuracy = {accuracy} nhưng các câu trả lời cho {expected:.2f}.", hint)
+    summary = ", ".join(f"{t}: {scores[t]['accuracy']:.0%}" for t in test_sets)
+    return _ok(f"Đã đo đủ các tác vụ trên đúng tập kiểm tra ({summary}).")
+
+
+# =============================================================== lesson 2: LoRA parameters, training, ΔW
+
+
+def _lora_shapes(model, config) -> list[tuple[str, int, int]]:
+    """(module name, d_in, d_out) of every layer peft would adapt with ``config``, found on a meta-device copy."""
+    import copy
+
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(model.config)
+        peft_model = get_peft_model(skeleton, copy.deepcopy(config))
+    return [(name, layer.in_features, layer.out_features) for name, layer in _lora_layers(peft_model)]
+
+
+def _count_of(peft_model) -> int:
+    return sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+
+
+@_never_raises
+def check_lora_param_count(answer, model, config) -> CheckResult:
+    """The number of trainable LoRA parameters that ``config`` adds to ``model``.
+
+    The truth is counted by peft itself (on a weightless copy of the model). A wrong number
+    is compared with the usual slips to say which one it is: rank off by one, only A or only
+    B counted, full ``d_in·d_out`` matrices, k_proj/v_proj taken as square (grouped-query
+    attention forgotten), one layer only or a wrong number of layers, lora_alpha used as r,
+    base parameters added.
+    """
+    if answer is None:
+        return _todo()
+    value = _as_int(answer)
+    if value is None:
+        return _wrong(f"đáp án phải là một số nguyên, bạn đưa {answer!r} ({type(answer).__name__}).",
+                      "Số tham số là số nguyên, ví dụ `so_tham_so = 30 * 4 * (576 + 576)`.")
+    shapes = _lora_shapes(model, config)
+    r, alpha = config.r, config.lora_alpha
+    truth = sum(r * (d_in + d_out) for _, d_in, d_out in shapes)
+    if value == truth:
+        return _ok(f"{truth:,} tham số huấn luyện được: r·(d_in + d_out) cộng trên {len(shapes)} lớp.")
+    n_blocks = getattr(model.config, "num_hidden_layers", 0) or 1
+    hidden = getattr(model.config, "hidden_size", None)
+    per_block = truth // n_blocks
+    n_base = sum(p.numel() for p in model.parameters())
+
+    def square_kv(name, d_in, d_out):
+        return d_in if name.split(".")[-1] in {"k_proj", "v_proj"} and hidden else d_out
+
+    slips = [
+        (sum((r + 1) * (i + o) for _, i, o in shapes), f"lệch hạng một đơn vị: bạn tính với r={r + 1}, cấu hình có r={r}.",
+         "Dùng đúng `r` của LoraConfig."),
+        (sum((r - 1) * (i + o) for _, i, o in shapes), f"lệch hạng một đơn vị: bạn tính với r={r - 1}, cấu hình có r={r}.",
+         "Dùng đúng `r` của LoraConfig."),
+        (sum(r * i for _, i, o in shapes), "bạn chỉ đếm ma trận A (r × d_in).",
+         "Mỗi lớp có hai ma trận: A (r × d_in) và B (d_out × r): r·(d_in + d_out)."),
+        (sum(r * o for _, i, o in shapes), "bạn chỉ đếm ma trận B (d_out × r).",
+         "Mỗi lớp có hai ma trận: A (r × d_in) và B (d_out × r): r·(d_in + d_out)."),
+        (sum(i * o for _, i, o in shapes), "đó là số tham số của chính các ma trận W (tinh chỉnh toàn bộ), không phải LoRA.",
+         "LoRA thay d_in·d_out bằng r·(d_in + d_out)."),
+        (sum(r * (i + square_kv(n, i, o)) for n, i, o in shapes),
+         "bạn coi k_proj và v_proj là ma trận vuông như q_proj.",
+         "SmolLM2 dùng grouped-query attention: k_proj, v_proj có d_out nhỏ hơn (xem kích thước đã in ở trên)."),
+        (per_block, "đó là số của một khối (block) thôi.", f"Mô hình có {n_blocks} khối giống nhau: nhân lên."),
+        (per_block * (n_blocks + 1), f"bạn nhân với {n_blocks + 1} khối.", f"Mô hình có đúng {n_blocks} khối."),
+        (per_block * (n_blocks - 1), f"bạn nhân với {n_blocks - 1} khối.", f"Mô hình có đúng {n_blocks} khối."),
+        (sum(alpha * (i + o) for _, i, o in shapes), f"bạn dùng lora_alpha={alpha} thay cho r={r}.",
+         "lora_alpha chỉ là hệ số tỉ lệ (alpha/r); kích thước A, B do r quyết định."),
+        (truth + n_base, "bạn cộng cả tham số của mô hình cơ sở.",
+         "Mô hình cơ sở bị đóng băng (freeze): chỉ A và B là tham số huấn luyện được."),
+    ]
+    for slip_value, problem, hint in slips:
+        if slip_value != truth and value == slip_value:
+            return _wrong(f"{value:,}: {problem}", hint)
+    targets = sorted({n.split(".")[-1] for n, _, _ in shapes})
+    return _wrong(
+        f"{value:,} chưa khớp (lệch {value - truth:+,}).",
+        f"Cộng r·(d_in + d_out) trên mọi lớp được gắn LoRA ({', '.join(targets)}), trong cả {n_blocks} khối; "
+        "đọc d_in, d_out của từng lớp ở ô in kích thước.",
+    )
+
+
+def _target_set(targets):
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        return targets
+    return set(targets)
+
+
+@_never_raises
+def check_lora_config_spec(config, r: int, lora_alpha, target_modules) -> CheckResult:
+    """A ``LoraConfig`` with the asked rank, alpha and target modules.
+
+    Rejects: not a LoraConfig, a rank off by one (or any other), another alpha, missing or extra target modules,
+    and ``"all-linear"`` where a list was asked (or the reverse).
+    """
+    from peft import LoraConfig
+
+    if config is None:
+        return _todo()
+    if not isinstance(config, LoraConfig):
+        return _wrong(f"`cau_hinh` là {type(config).__name__}, không phải LoraConfig.",
+                      "`from peft import LoraConfig`; `cau_hinh = LoraConfig(r=..., lora_alpha=..., target_modules=[...])`.")
+    if config.r != r:
+        return _wrong(f"r={config.r}, đề bài yêu cầu r={r}.", "Đặt đúng hạng `r`.")
+    if config.lora_alpha != lora_alpha:
+        return _wrong(f"lora_alpha={config.lora_alpha}, đề bài yêu cầu lora_alpha={lora_alpha}.",
+                      "Đề bài giữ alpha/r cố định; tính lại lora_alpha.")
+    got, want = _target_set(config.target_modules), _target_set(target_modules)
+    if got != want:
+        if isinstance(want, str) or isinstance(got, str):
+            return _wrong(f"target_modules={config.target_modules!r}, đề bài yêu cầu {target_modules!r}.",
+                          "Đọc lại đề: một danh sách tên lớp cụ thể, hay \"all-linear\".")
+        missing, extra = sorted(want - got), sorted(got - want)
+        parts = ([f"thiếu {missing}"] if missing else []) + ([f"thừa {extra}"] if extra else [])
+        return _wrong(f"target_modules {', '.join(parts)}.",
+                      f"Đề bài yêu cầu đúng các lớp {sorted(want)}.")
+    return _ok(f"LoraConfig(r={r}, lora_alpha={lora_alpha}, target_modules={sorted(want) if isinstance(want, set) else want!r}).")
+
+
+@_never_raises
+def check_trained_lora(trainer, r: int, target_modules, steps: int) -> CheckResult:
+    """A trainer that trained a LoRA adapter with the asked rank and targets for ``steps`` steps.
+
+    Rejects: full finetuning (no adapter), an adapter with another rank or other layers,
+    and a trainer built but not trained (``lora_B`` still zero, no steps done).
+    """
+    if trainer is None:
+        return _todo()
+    model = getattr(trainer, "model", None)
+    state = getattr(trainer, "state", None)
+    if model is None or state is None:
+        return _wrong(f"`trainer_cua_ban` là {type(trainer).__name__}, không phải một SFTTrainer.",
+                      "Tạo `SFTTrainer(model=..., args=..., train_dataset=..., processing_class=..., peft_config=cau_hinh)`.")
+    if not _is_peft_model(model):
+        return _wrong("mô hình trong trainer không có bộ điều hợp LoRA: đây là tinh chỉnh toàn bộ.",
+                      "Truyền `peft_config=cau_hinh` vào SFTTrainer.")
+    config = next(iter(model.peft_config.values()))
+    if config.r != r:
+        return _wrong(f"bộ điều hợp đã huấn luyện có r={config.r}, cần r={r}.", "Truyền đúng `cau_hinh` của bạn.")
+    got, want = _target_set(config.target_modules), _target_set(target_modules)
+    if got != want:
+        return _wrong(f"bộ điều hợp gắn vào {sorted(got) if isinstance(got, set) else got}, cần {sorted(want) if isinstance(want, set) else want}.",
+                      "Truyền đúng `cau_hinh` của bạn vào `peft_config`.")
+    if state.global_step != steps:
+        return _wrong(f"trainer đã chạy {state.global_step} bước, đề bài yêu cầu {steps}.",
+                      f"Đặt `max_steps={steps}` và gọi `trainer_cua_ban.train()`.")
+    trained = any(bool((layer.lora_B[a].weight != 0).any()) for _, layer in _lora_layers(model)
+                  for a in layer.lora_B)
+    if not trained:
+        return _wrong("mọi ma trận B vẫn bằng 0: bộ điều hợp chưa học gì.", "Gọi `trainer_cua_ban.train()`.")
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return _ok(f"Đã huấn luyện {steps} bước một bộ điều hợp r={r} ({n:,} tham số huấn luyện được).")
+
+
+@_never_raises
+def check_curve_comparison(answer, histories) -> CheckResult:
+    """``answer`` names the run whose last training loss is the lowest.
+
+    ``histories`` maps a run label to ``training.loss_history(trainer)``. Rejects a label
+    that is not a run and the run that ended higher.
+    """
+    if answer is None:
+        return _todo()
+    if not histories:
+        return _wrong("chưa có đường mất mát nào để so sánh.", "Chạy các ô huấn luyện phía trên trước.")
+    final = {label: h["train"][-1][1] for label, h in histories.items() if h.get("train")}
+    if answer not in final:
+        return _wrong(f"{answer!r} không phải tên một lần chạy; các lần chạy: {list(final)}.",
+                      "Trả lời bằng đúng một khoá của `lich_su`.")
+    best = min(final, key=final.get)
+    if answer != best:
+        return _wrong(
+            f"loss huấn luyện ở bước cuối của `{answer}` là {final[answer]:.3f}, cao hơn `{best}` ({final[best]:.3f}).",
+            "Đọc giá trị cuối của mỗi đường (`lich_su[tên]['train'][-1]`), hoặc nhìn đồ thị (trục log).",
+        )
+    return _ok(f"`{best}` kết thúc với loss thấp hơn ({final[best]:.3f} so với "
+               f"{', '.join(f'{v:.3f}' for k, v in final.items() if k != best)}).")
+
+
+def _close(a, b, rtol: float = 1e-4) -> bool:
+    import torch
+
+    if not (torch.is_tensor(a) and torch.is_tensor(b)) or a.shape != b.shape:
+        return False
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
+    scale = max(b.abs().max().item(), 1e-12)
+    return (a - b).abs().max().item() <= rtol * scale
+
+
+@_never_raises
+def check_delta_weight(delta, layer, adapter_name: str = "default") -> CheckResult:
+    """ΔW = (lora_alpha / r) · B · A of one LoRA layer, shape ``d_out × d_in`` like W.
+
+    Rejects: the scaling forgotten or inverted, A·B in the wrong order (or transposed), another layer's ΔW.
+    """
+    import torch
+
+    if delta is None:
+        return _todo()
+    if not torch.is_tensor(delta):
+        return _wrong(f"`delta_w` phải là một tensor, bạn đưa {type(delta).__name__}.",
+                      "Dùng các tensor `lop.lora_A[...].weight`, `lop.lora_B[...].weight` và phép nhân `@`.")
+    with torch.no_grad():
+        A = layer.lora_A[adapter_name].weight.float()
+        B = layer.lora_B[adapter_name].weight.float()
+        scaling = layer.scaling[adapter_name]
+        truth = layer.get_delta_weight(adapter_name).float()
+    W = layer.base_layer.weight
+    if delta.shape != truth.shape:
+        if delta.shape == truth.T.shape:
+            return _wrong(f"kích thước {tuple(delta.shape)} bị chuyển vị; ΔW phải cùng kích thước với W {tuple(W.shape)}.",
+                          "ΔW = B @ A (B: d_out × r, A: r × d_in).")
+        if delta.shape == (A.shape[0], A.shape[0]):
+            return _wrong(f"kích thước {tuple(delta.shape)}: bạn tính A @ B (r × r).",
+                          "Thứ tự nhân ngược lại: ΔW = B @ A, kích thước d_out × d_in như W.")
+        return _wrong(f"kích thước {tuple(delta.shape)}, cần {tuple(W.shape)} (giống W).", "ΔW = (alpha/r) · B @ A.")
+    if _close(delta, truth):
+        return _ok(f"ΔW = (alpha/r)·B·A, kích thước {tuple(truth.shape)}, hệ số alpha/r = {scaling:g}.")
+    if _close(delta, B @ A):
+        return _wrong(f"bạn quên hệ số tỉ lệ alpha/r = {scaling:g}.", "Nhân B @ A với `lop.scaling[tên_bộ_điều_hợp]`.")
+    if scaling and _close(delta, (B @ A) / scaling):
+        return _wrong("bạn chia cho alpha/r thay vì nhân (dùng r/alpha).", "ΔW = (lora_alpha / r) · B @ A.")
+    if _close(delta, W.float()) or _close(delta, W.float() + truth):
+        return _wrong("đó là W (hoặc W + ΔW), không phải riêng ΔW.", "Chỉ tính phần LoRA: (alpha/r) · B @ A.")
+    return _wrong("giá trị ΔW chưa khớp (đúng kích thước nhưng sai số).",
+                  "Kiểm tra bạn lấy A, B của đúng lớp và đúng bộ điều hợp, rồi ΔW = (alpha/r) · B @ A.")
+
+
+@_never_raises
+def check_lora_output(y, layer, x, adapter_name: str = "default") -> CheckResult:
+    """``y`` equals the LoRA layer's output ``W x + (alpha/r) · B A x`` on input ``x``.
+
+    Rejects: the base output only (LoRA part missing), the LoRA part only, the scaling forgotten.
+    """
+    import torch
+
+    if y is None:
+        return _todo()
+    if not torch.is_tensor(y):
+        return _wrong(f"`y_tu_tinh` phải là tensor, bạn đưa {type(y).__name__}.", "Tính bằng các phép nhân ma trận torch.")
+    with torch.no_grad():
+        truth = layer(x)
+        base = layer.base_layer(x)
+        A = layer.lora_A[adapter_name].weight
+        B = layer.lora_B[adapter_name].weight
+        lora_part = x @ A.T @ B.T
+    if y.shape != truth.shape:
+        return _wrong(f"kích thước {tuple(y.shape)}, cần {tuple(truth.shape)}.",
+                      "Với x có dạng (..., d_in): y = x @ W.T + scaling · (x @ A.T @ B.T).")
+    if _close(y, truth):
+        return _ok("y = W·x + (alpha/r)·B·A·x khớp đầu ra của lớp LoRA.")
+    if _close(y, base):
+        return _wrong("đó mới là đầu ra của W (lớp gốc), thiếu phần LoRA.", "Cộng thêm scaling · (x @ A.T @ B.T).")
+    if _close(y, base + lora_part):
+        return _wrong("bạn quên hệ số alpha/r ở phần LoRA.", "Nhân phần x @ A.T @ B.T với `lop.scaling[...]`.")
+    if _close(y, truth - base):
+        return _wrong("đó chỉ là phần LoRA, thiếu W·x.", "Cộng thêm đầu ra của lớp gốc `lop.base_layer(x)`.")
+    return _wrong("giá trị chưa khớp đầu ra của lớp.", "y = lop.base_layer(x) + lop.scaling[...] * (x @ A.T @ B.T).")
+
+
+# =============================================================== lesson 3: merging and parity
+
+
+def _param_dtype(model):
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def _short_name(name: str) -> str:
+    """A LoRA layer's name inside a PeftModel -> the same layer's name in the plain model."""
+    return name[len("base_model.model."):] if name.startswith("base_model.model.") else name
+
+
+@_never_raises
+def check_merged_model(merged, adapter_model, adapter_name: str | None = None) -> CheckResult:
+    """``merged`` is ``adapter_model`` merged: plain layers whose weights are ``W + (alpha/r)·B·A``.
+
+    Compared layer by layer with the (still unmerged) reference ``adapter_model``. Rejects: a
+    model that still has LoRA layers (``merge_and_unload`` forgotten), the result of ``unload()``
+    (the base weights, ΔW dropped), a merge in another precision (dtype), another adapter merged,
+    and a reference that was itself merged in place (nothing left to compare with).
+    """
+    import torch
+
+    if merged is None:
+        return _todo()
+    if _is_peft_model(merged) or any(True for _ in _lora_layers(merged)):
+        return _wrong("mô hình vẫn còn các lớp LoRA: nó chưa được hợp nhất.",
+                      "Gọi `.merge_and_unload()` trên mô hình có bộ điều hợp; kết quả là một mô hình transformers thường.")
+    reference = list(_lora_layers(adapter_model))
+    if not reference:
+        return _wrong("mô hình tham chiếu `mo_hinh_bo_dieu_hop` không còn lớp LoRA nào: có lẽ bạn đã hợp nhất "
+                      "tại chỗ chính nó (merge_and_unload sửa mô hình tại chỗ).",
+                      "Chạy lại ô chuẩn bị, rồi hợp nhất một mô hình *khác*: nạp mô hình cơ sở mới + bộ điều hợp, "
+                      "hoặc `merge_checked(mo_hinh_bo_dieu_hop, copy=True)`.")
+    name = adapter_name or _active(adapter_model)[0]
+    want_dtype, got_dtype = _param_dtype(adapter_model), _param_dtype(merged)
+    if got_dtype != want_dtype:
+        return _wrong(f"mô hình hợp nhất ở {str(got_dtype).replace('torch.', '')}, còn tham chiếu ở "
+                      f"{str(want_dtype).replace('torch.', '')}.",
+                      "Hợp nhất ở đúng độ chính xác số (dtype) của mô hình tham chiếu; đổi kiểu (nếu cần) sau khi hợp nhất.")
+    worst, worst_name, base_like = 0.0, None, 0
+    for full_name, layer in reference:
+        try:
+            target = merged.get_submodule(_short_name(full_name))
+        except AttributeError:
+            return _wrong(f"mô hình hợp nhất không có lớp `{_short_name(full_name)}`.",
+                          "Hợp nhất đúng mô hình cơ sở mà bộ điều hợp được nạp lên.")
+        with torch.no_grad():
+            delta = layer.get_delta_weight(name).float().cpu()
+            W = layer.get_base_layer().weight.float().cpu()
+            got = target.weight.float().cpu()
+            size = max(delta.abs().max().item(), 1e-12)
+            error = (got - (W + delta)).abs().max().item() / size
+            if (got - W).abs().max().item() / size < 1e-3:
+                base_like += 1
+        if error > worst:
+            worst, worst_name = error, _short_name(full_name)
+    if base_like == len(reference):
+        return _wrong("trọng số giống hệt mô hình cơ sở: ΔW chưa được cộng vào (đó là kết quả của `unload()`, "
+                      "hoặc mô hình cơ sở chưa gắn bộ điều hợp).",
+                      "`unload()` gỡ bộ điều hợp và bỏ ΔW; `merge_and_unload()` mới cộng ΔW vào W.")
+    if worst > 1e-3:
+        return _wrong(f"trọng số lớp `{worst_name}` khác W + (alpha/r)·B·A (sai lệch {worst:.2g} lần độ lớn của ΔW).",
+                      "Hợp nhất đúng bộ điều hợp của mô hình tham chiếu, đúng một lần, với hệ số alpha/r.")
+    return _ok(f"Mô hình không còn lớp LoRA, và ở cả {len(reference)} lớp trọng số đúng bằng W + (alpha/r)·B·A.")
+
+
+def _parity_result(result, variable: str):
+    from .parity import ParityResult
+
+    if isinstance(result, ParityResult):
+        return None
+    hint = ("Lưu chính kết quả của `check_parity(...)` (một ParityResult), không phải chuỗi `.verdict()` "
+            "hay một giá trị True/False.")
+    return _wrong(f"`{variable}` là {type(result).__name__}, không phải kết quả của `check_parity`.", hint)
+
+
+@_never_raises
+def check_drift_detected(result, merged_low) -> CheckResult:
+    """A parity check at the fp32 tolerance that catches a merge done in a low precision.
+
+    ``merged_low`` is the model merged in bf16/fp16, ``result`` what ``check_parity(reference_fp32,
+    merged_low, ...)`` returned. Rejects: a merge done in fp32 after all (nothing to detect), a
+    tolerance loosened to the low precision's (the drift is then hidden), a reference that is not
+    fp32, a check that passed, and a verdict string instead of the result.
+    """
+    import torch
+
+    from .parity import default_tolerance
+
+    if result is None:
+        return _todo()
+    bad = _parity_result(result, "kiem_tra_dtype")
+    if bad is not None:
+        return bad
+    if merged_low is None:
+        return _todo()
+    low = _param_dtype(merged_low)
+    if low not in (torch.bfloat16, torch.float16):
+        return _wrong(f"`mo_hinh_sai_dtype` ở {str(low).replace('torch.', '')}: đó không phải một lần hợp nhất sai dtype.",
+                      "Nạp mô hình cơ sở với `dtype=torch.bfloat16` (hoặc float16), gắn bộ điều hợp, rồi hợp nhất.")
+    if result.dtype != "float32":
+        return _wrong(f"mô hình thứ nhất của phép so sánh ở {result.dtype}; nó phải là tham chiếu float32 + bộ điều hợp.",
+                      "`check_parity(mo_hinh_bo_dieu_hop, mo_hinh_sai_dtype, tokenizer, dataset=TEST)`: tham chiếu đứng trước.")
+    reference_tolerance = default_tolerance(torch.float32)
+    if result.tolerance > reference_tolerance:
+        return _wrong(f"bạn nới ngưỡng lên {result.tolerance:g} (ngưỡng của tham chiếu fp32 là {reference_tolerance:g}): "
+                      "như vậy chính độ lệch cần phát hiện bị che đi.",
+                      "Giữ ngưỡng mặc định của tham chiếu (bỏ `tolerance=`): câu hỏi là bản hợp nhất có *giống* bản đã kiểm tra không.")
+    if result.passed:
+        return _wrong("phép kiểm tra vẫn báo KHỚP, nên nó chưa phát hiện được gì.",
+                      "So tham chiếu float32 với *đúng* mô hình đã hợp nhất ở bf16/fp16.")
+    return _ok(f"Phép kiểm tra khớp đã bắt được lần hợp nhất ở {str(low).replace('torch.', '')}; "
+               f"kết luận của nó: «{result.verdict()}».")
+
+
+@_never_raises
+def check_parity_passed(result, min_prompts: int = 4) -> CheckResult:
+    """A parity check that passed at the fp32 tolerance, on at least ``min_prompts`` prompts.
+
+    Rejects: a failed check, a loosened tolerance, too few prompts, and a verdict string instead of the result.
+    """
+    from .parity import default_tolerance
+
+    if result is None:
+        return _todo()
+    bad = _parity_result(result, "kiem_tra_tay")
+    if bad is not None:
+        return bad
+    limit = default_tolerance("float32")
+    if result.tolerance > limit:
+        return _wrong(f"ngưỡng {result.tolerance:g} lớn hơn ngưỡng fp32 mặc định {limit:g}: nới ngưỡng thì sai nào cũng qua.",
+                      "Bỏ tham số `tolerance=` để dùng ngưỡng mặc định.")
+    if result.n_prompts < min_prompts:
+        return _wrong(f"chỉ so trên {result.n_prompts} câu; cần ít nhất {min_prompts}.", "Dùng `dataset=TEST`.")
+    if not result.passed:
+        return _wrong(f"phép kiểm tra không đạt: {result.verdict()}",
+                      "So ΔW của bạn với `lop.get_delta_weight(...)` từng lớp: có quên lớp nào, hệ số alpha/r, "
+                      "hay cộng hai lần không?")
+    return _ok(f"Bản hợp nhất khớp mô hình tham chiếu; kết luận của phép kiểm tra: «{result.verdict()}».")

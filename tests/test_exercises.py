@@ -1,0 +1,151 @@
+"""exercises/ is generated from solutions/, which is built from scripts/exercise_sources/: no drift.
+
+Compares cell *sources* (outputs differ: both folders are committed executed). Also checks the
+generator itself, and the structure every exercise notebook shares with the lessons.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_exercises as mx  # noqa: E402
+from setup_cell import SETUP_CELL  # noqa: E402
+
+SOLUTIONS = sorted((ROOT / "solutions").glob("*_solutions.ipynb"))
+EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))
+BUILDERS = mx.builders()
+
+
+def read(path):
+    return nbformat.read(str(path), as_version=4)
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+# --------------------------------------------------------------------------- the generator
+def test_strip_code_replaces_regions_with_none_placeholders():
+    source = "x = 1\n### BEGIN SOLUTION\ny = x + 1\ndef f(a):\n    return a\nfor i in range(2):\n    z = i\n### END SOLUTION\nprint(y)"
+    out = mx.strip_code(source)
+    assert out == "x = 1\n# VIẾT CODE CỦA BẠN Ở ĐÂY\ny = None\nf = None\nprint(y)"
+    assert "return a" not in out
+
+
+def test_strip_code_region_without_bindings_leaves_only_the_stub():
+    assert mx.strip_code("### BEGIN SOLUTION\nm.set_adapter('a')\n### END SOLUTION") == "# VIẾT CODE CỦA BẠN Ở ĐÂY"
+    assert mx.bound_names("a, (b, *c) = 1, (2, 3)\nd: int = 4\nclass E: pass\ne += 1") == ["a", "b", "c", "d", "E"]
+
+
+@pytest.mark.parametrize("source, message", [
+    ("### BEGIN SOLUTION\nx = 1", "without"),
+    ("x = 1\n### END SOLUTION", "without"),
+    ("if True:\n    ### BEGIN SOLUTION\n    x = 1\n    ### END SOLUTION", "top level"),
+    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION", "nested"),
+    ("### BEGIN SOLUTION\nx = = 1\n### END SOLUTION", "not valid Python"),
+])
+def test_strip_code_rejects_broken_markers(source, message):
+    with pytest.raises(mx.MarkerError, match=message):
+        mx.strip_code(source)
+
+
+def test_strip_markdown_drops_solution_text_and_shows_exercise_text():
+    source = ("badge blob/main/solutions/01_a_solutions.ipynb\n<!-- BEGIN SOLUTION -->\nlời giải\n<!-- END SOLUTION -->\n"
+              "<!-- EXERCISE: chỉ ở bài tập -->\nchung")
+    out = mx.strip_markdown(source, "01_a_solutions.ipynb")
+    assert out == "badge blob/main/exercises/01_a_exercises.ipynb\nchỉ ở bài tập\nchung"
+    with pytest.raises(mx.MarkerError):
+        mx.strip_markdown("<!-- BEGIN SOLUTION -->\nx", "01_a_solutions.ipynb")
+    with pytest.raises(mx.MarkerError):
+        mx.exercise_name("01_a.ipynb")
+
+
+# --------------------------------------------------------------------------- the committed notebooks
+def test_there_are_exercises_for_the_lessons():
+    names = {p.name for p in SOLUTIONS}
+    assert {"01_load_lora_adapter_solutions.ipynb", "02_lora_finetuning_solutions.ipynb"} <= names
+    assert len(BUILDERS) == len(SOLUTIONS)
+
+
+@pytest.mark.parametrize("builder", BUILDERS, ids=lambda p: p.name)
+def test_solutions_match_their_builder(builder):
+    module = mx.load_builder(builder)
+    committed = ROOT / "solutions" / module.NAME
+    assert committed.is_file(), f"run: python scripts/make_exercises.py --solutions, then execute {module.NAME}"
+    assert mx.cell_sources(read(committed)) == mx.cell_sources(module.build()), (
+        f"solutions/{module.NAME} differs from {builder.name}: edit the builder, run "
+        "`python scripts/make_exercises.py --solutions`, re-execute (make exercises)")
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
+def test_exercises_are_generated_from_solutions(solution):
+    committed = ROOT / "exercises" / mx.exercise_name(solution.name)
+    assert committed.is_file(), "run: python scripts/make_exercises.py (make exercises)"
+    expected = mx.make_exercise(read(solution), solution.name)
+    assert mx.cell_sources(read(committed)) == mx.cell_sources(expected), (
+        f"{committed.name} is stale: never edit exercises/ by hand; run `make exercises`")
+
+
+def test_no_orphan_exercises():
+    assert {p.name for p in EXERCISES} == {mx.exercise_name(p.name) for p in SOLUTIONS}
+
+
+@pytest.mark.parametrize("path", SOLUTIONS + EXERCISES, ids=lambda p: p.name)
+def test_notebook_structure(path):
+    nb = read(path)
+    codes = code_cells(nb)
+    assert codes[0].source == SETUP_CELL, "the first code cell must be the shared set-up cell"
+    first_md = next(c for c in nb.cells if c.cell_type == "markdown").source
+    assert f"blob/main/{path.parent.name}/{path.name}" in first_md, "Colab badge must point to this file"
+    assert re.search(r"\]\(\.\./notebooks/[^)]+\.ipynb\)", first_md), "link back to the lesson"
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    for target in re.findall(r"\]\((?!https?:|#)([^)\s]+)\)", text):
+        assert (path.parent / target.split("#")[0]).exists(), f"{path.name} links to missing {target}"
+    for level in ("🐢", "🐕", "🦁"):
+        assert level in text, f"no {level} exercise"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS + EXERCISES, ids=lambda p: p.name)
+def test_committed_executed_without_errors(path):
+    counts = [c.execution_count for c in code_cells(read(path)) if c.source.strip()]
+    assert counts == list(range(1, len(counts) + 1)), "execute top to bottom in a fresh kernel (make exercises)"
+    for cell in code_cells(read(path)):
+        for out in cell.get("outputs", []):
+            assert out["output_type"] != "error"
+
+
+def check_outputs(path):
+    """The messages printed by the check cells (cells that call a check_* function on their last line)."""
+    found = []
+    for cell in code_cells(read(path)):
+        last = cell.source.strip().splitlines()[-1] if cell.source.strip() else ""
+        if re.match(r"check_\w+\(", last):
+            found.append("".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("name") == "stdout"))
+    return found
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_every_exercise_is_followed_by_a_check_that_the_solution_passes(path):
+    nb = read(path)
+    cells = nb.cells
+    regions = [i for i, c in enumerate(cells) if c.cell_type == "code" and mx.BEGIN in c.source]
+    assert regions, "no exercise"
+    for i in regions:
+        following = [c for c in cells[i + 1:] if c.cell_type == "code"][:2]
+        assert any(re.search(r"^check_\w+\(", c.source, re.M) for c in following), (
+            f"cell {i}: an exercise must be followed by a check from lora_helpers.checks")
+    messages = check_outputs(path)
+    assert messages and all(m.startswith("✅") for m in messages), messages
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.name)
+def test_unanswered_exercises_report_not_done(path):
+    messages = check_outputs(path)
+    assert messages and all(m.startswith("⏳") and "chưa làm" in m for m in messages), messages
+    assert "### BEGIN SOLUTION" not in json.dumps(read(path))
