@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.course-setup-done
 
-.PHONY: setup lab test unit notebooks adapters images exercises clean-venv
+.PHONY: setup lab test unit notebooks adapters images exercises train-lora train-lora-ddp clean-venv
 
 setup: $(STAMP)
 
@@ -46,6 +46,17 @@ exercises: setup
 
 adapters: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/build_adapters.py
+
+TASK  ?= ngay_thang
+NPROC ?= 2
+
+# Train a LoRA adapter from the command line (docs/multi_gpu.md); extra flags via ARGS="--max-steps 60 --overwrite".
+train-lora: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/train_lora.py --task $(TASK) --output-dir outputs/lora_$(TASK) $(ARGS)
+
+train-lora-ddp: setup
+	HF_HUB_OFFLINE=1 $(BIN)/accelerate launch --config_file scripts/accelerate_configs/ddp.yaml --num_processes $(NPROC) \
+	  scripts/train_lora.py --task $(TASK) --output-dir outputs/lora_$(TASK)_ddp $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
