@@ -24,9 +24,12 @@ from .errors import CourseError
 
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 _SAME_MODEL_PROBLEM = (
-    "Mô hình gốc và mô hình có bộ điều hợp là cùng một đối tượng: get_peft_model sửa mô hình tại chỗ."
+    "Mô hình gốc và mô hình có bộ điều hợp là cùng một đối tượng: "
+    "get_peft_model sửa mô hình tại chỗ."
 )
-_SAME_MODEL_FIX = "Nạp một bản mô hình cơ sở MỚI để so sánh: `AutoModelForCausalLM.from_pretrained(...)`."
+_SAME_MODEL_FIX = (
+    "Nạp một bản mô hình cơ sở MỚI để so sánh: `AutoModelForCausalLM.from_pretrained(...)`."
+)
 
 
 @dataclass
