@@ -74,3 +74,16 @@ def test_requirements_never_pull_torch():
     lines = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
     assert not any(re.match(r"torch\b", ln) for ln in lines if ln)
     assert "torch==2.13.0" in (ROOT / "Makefile").read_text()
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_lesson_matches_its_builder(path, tmp_path):
+    """The committed lesson has exactly the cells its builder in scripts/notebook_sources/ writes."""
+    import subprocess
+
+    builder = ROOT / "scripts" / "notebook_sources" / f"{path.stem}.py"
+    assert builder.is_file(), f"no builder for {path.name}"
+    out = tmp_path / path.name
+    subprocess.run([sys.executable, str(builder), "--out", str(out)], check=True, capture_output=True)
+    source = lambda nb: [(c["cell_type"], "".join(c["source"])) for c in json.loads(nb.read_text(encoding="utf-8"))["cells"]]
+    assert source(path) == source(out), f"{path.name} differs from {builder.name}: rebuild and re-execute it"

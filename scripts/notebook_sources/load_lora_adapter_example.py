@@ -1,16 +1,7 @@
 """Source of notebooks/load_lora_adapter_example.ipynb: writes the cells (unexecuted).
 
 Edit here, run it, then re-execute the notebook (`make notebooks`) and commit both."""
-import sys
-import nbformat as nbf
-from pathlib import Path
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-from setup_cell import SETUP_CELL
-
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))
+from _builder import SETUP_CELL, code, md, write_notebook
 
 md("""
 # Bài 1: Nạp và chuyển đổi bộ điều hợp LoRA
@@ -267,8 +258,4 @@ md("""
 
 Bài tiếp theo: [tự huấn luyện một bộ điều hợp bằng TRL](lora_finetuning.ipynb).
 """)
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-nbf.write(nb, str(ROOT / "notebooks" / "load_lora_adapter_example.ipynb"))
-print("written")
+write_notebook("load_lora_adapter_example.ipynb")

@@ -2,17 +2,7 @@
 
 `python scripts/notebook_sources/lora_finetuning.py` writes the unexecuted notebook (then execute it
 with `make notebooks`); `--smoke OUT` writes a tiny-step variant to OUT for a quick check."""
-import sys
-import nbformat as nbf
-from pathlib import Path
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-from setup_cell import SETUP_CELL
-
-SMOKE = "--smoke" in sys.argv
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))
+from _builder import SETUP_CELL, SMOKE, code, md, write_notebook
 
 md("""
 # Bài 2: Tinh chỉnh mô hình bằng LoRA với TRL
@@ -515,9 +505,4 @@ md("""
 
 Bài tiếp theo: [hợp nhất bộ điều hợp vào mô hình](merge_lora_adapters.ipynb) (`merge_and_unload`), rồi [OLoRA](olora_finetuning.ipynb).
 """)
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-out = sys.argv[sys.argv.index("--smoke") + 1] if SMOKE else str(ROOT / "notebooks" / "lora_finetuning.ipynb")
-nbf.write(nb, out)
-print("written", out)
+write_notebook("lora_finetuning.ipynb")

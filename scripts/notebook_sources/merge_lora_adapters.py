@@ -2,16 +2,7 @@
 
 `python scripts/notebook_sources/merge_lora_adapters.py` writes the unexecuted notebook; execute it
 with `make notebooks` (or nbconvert --execute --inplace) and commit the executed notebook."""
-import sys
-import nbformat as nbf
-from pathlib import Path
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-from setup_cell import SETUP_CELL
-
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))
+from _builder import SETUP_CELL, code, md, write_notebook
 
 md("""
 # Bài 3: Hợp nhất bộ điều hợp vào mô hình, lưu, và kiểm chứng trước khi triển khai
@@ -354,9 +345,4 @@ md("""
 
 Bài trước: [tinh chỉnh LoRA với TRL](lora_finetuning.ipynb) · Bài tiếp theo: [OLoRA](olora_finetuning.ipynb).
 """)
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-out = str(ROOT / "notebooks" / "merge_lora_adapters.ipynb")
-nbf.write(nb, out)
-print("written", out)
+write_notebook("merge_lora_adapters.ipynb")

@@ -2,17 +2,7 @@
 
 `python scripts/notebook_sources/trl_peft_preference.py` writes the unexecuted notebook (then execute it
 with `make notebooks`); `--smoke OUT` writes a tiny-step variant to OUT for a quick check."""
-import sys
-import nbformat as nbf
-from pathlib import Path
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-from setup_cell import SETUP_CELL
-
-SMOKE = "--smoke" in sys.argv
-cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s.strip()))
-code = lambda s: cells.append(nbf.v4.new_code_cell(s.strip()))
+from _builder import SETUP_CELL, SMOKE, code, md, write_notebook
 
 md("""
 # Bài 5: Huấn luyện theo sự ưu tiên (DPO) với TRL + PEFT
@@ -482,9 +472,4 @@ md("""
 
 **Luyện tập:** bài tập cho bài này đang được viết.
 """)
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-out = sys.argv[sys.argv.index("--smoke") + 1] if SMOKE else str(ROOT / "notebooks" / "trl_peft_preference.ipynb")
-nbf.write(nb, out)
-print("written", out)
+write_notebook("trl_peft_preference.ipynb")
