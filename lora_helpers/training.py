@@ -10,7 +10,7 @@ def sft_config(output_dir: str, max_steps: int = 40, learning_rate: float = 1e-3
                eval_steps: int | None = 10, seed: int = 0, max_length: int = 160, **overrides):
     """A TRL ``SFTConfig`` for the course tasks, fitted to the device it runs on.
 
-    * CPU: fp32 (``bf16=False``, TRL defaults to bf16), no gradient checkpointing
+    * CPU: fp32 (``bf16=False``, TRL defaults to bf16), no activation (gradient) checkpointing
       (it only trades speed for memory we do not lack on a 135M model);
     * CUDA: bf16 where the GPU supports it, else fp16;
     * loss on the completion only (prompt/completion data, see ``data.to_prompt_completion``);
@@ -45,7 +45,9 @@ def sft_config(output_dir: str, max_steps: int = 40, learning_rate: float = 1e-3
         completion_only_loss=True,
         bf16=device == "cuda" and dtype == torch.bfloat16,
         fp16=device == "cuda" and dtype == torch.float16,
-        gradient_checkpointing=False,
+        # TRL turns checkpointing on by default; transformers 5 calls it `activation_checkpointing`
+        # (`gradient_checkpointing` is a deprecated alias that warns).
+        activation_checkpointing=False,
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
         disable_tqdm=True,

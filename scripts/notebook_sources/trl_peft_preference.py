@@ -159,7 +159,7 @@ def dpo_config(name, max_steps, **overrides):
         lr_scheduler_type="constant", logging_steps=1, eval_strategy="no", save_strategy="no",
         report_to="none", seed=SEED, data_seed=SEED,
         bf16=DTYPE == torch.bfloat16, fp16=DTYPE == torch.float16,   # DPOConfig mặc định bf16=True: tắt trên CPU
-        gradient_checkpointing=False,              # DPOConfig mặc định bật: không cần ở mô hình 135M
+        activation_checkpointing=False,            # DPOConfig mặc định bật (tên cũ: gradient_checkpointing): không cần ở mô hình 135M
         use_cpu=DEVICE == "cpu", dataloader_num_workers=0, disable_tqdm=True,
     )
     settings.update(overrides)
@@ -420,7 +420,7 @@ if qlora_ready:
     q_tokenizer = AutoTokenizer.from_pretrained(BASE_PATH)
     q_tokenizer.padding_side = "left"
     q_trainer = DPOTrainer(model=q_model,
-                           args=dpo_config("qlora", QLORA_STEPS, bf16=True, fp16=False, gradient_checkpointing=True),
+                           args=dpo_config("qlora", QLORA_STEPS, bf16=True, fp16=False, activation_checkpointing=True),
                            train_dataset=pref["train"], processing_class=q_tokenizer, peft_config=lora_config())
     q_trainer.remove_callback(PrinterCallback)
     with PeakMemory(DEVICE) as q_mem:
@@ -470,6 +470,6 @@ md("""
 - Biên phần thưởng và độ chính xác ưu tiên trên tập kiểm định tăng sau vài bước, khớp với `trainer.evaluate()`; nhưng chúng đo thay đổi so với tham chiếu, không đo chất lượng câu trả lời sinh ra. Muốn mô hình *viết* đúng, hãy SFT trước rồi DPO.
 - QLoRA = mô hình cơ sở 4-bit (`BitsAndBytesConfig`) + `prepare_model_for_kbit_training` + LoRA; cần GPU CUDA.
 
-**Luyện tập:** bài tập cho bài này đang được viết.
+**Luyện tập:** [bài tập](../exercises/05_trl_peft_preference_exercises.ipynb) (🐢 🐕 🦁, có chấm tự động) · [lời giải](../solutions/05_trl_peft_preference_solutions.ipynb)
 """)
 write_notebook("trl_peft_preference.ipynb")
