@@ -12,7 +12,7 @@ The single source of an exercise is its solution, marked nbgrader-style:
 * code cells: the lines from ``### BEGIN SOLUTION`` to ``### END SOLUTION`` (markers at the
   start of a line, at top level) are replaced by ``# VIẾT CODE CỦA BẠN Ở ĐÂY`` and one
   ``name = None`` for every name the region binds at top level (assignments, ``def``,
-  ``class``), so the unanswered notebook still runs and its checks report "chưa làm".
+  ``class``, also inside a top-level ``with`` block), so the unanswered notebook still runs and its checks report "chưa làm".
   Bind only the answer variables at the top level of a region;
 * markdown cells: lines from ``<!-- BEGIN SOLUTION -->`` to ``<!-- END SOLUTION -->`` are
   dropped (explanations, the "bản có lời giải" note), and a cell left empty is dropped; a line
@@ -69,14 +69,22 @@ def bound_names(code: str) -> list[str]:
         elif isinstance(target, ast.Starred):
             add_target(target.value)
 
-    for node in ast.parse(code).body:
-        if isinstance(node, ast.Assign):
-            for target in node.targets:
-                add_target(target)
-        elif isinstance(node, ast.AnnAssign):
-            add_target(node.target)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.append(node.name)
+    def visit(body):
+        for node in body:
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    add_target(target)
+            elif isinstance(node, ast.AnnAssign):
+                add_target(node.target)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.append(node.name)
+            elif isinstance(node, (ast.With, ast.AsyncWith)):  # a with-body runs once, at top level
+                for item in node.items:
+                    if item.optional_vars is not None:
+                        add_target(item.optional_vars)
+                visit(node.body)
+
+    visit(ast.parse(code).body)
     return list(dict.fromkeys(names))
 
 

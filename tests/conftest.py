@@ -17,6 +17,24 @@ def tiny_model_factory():
     return make
 
 
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A 64-token word-level tokenizer (words ``w0``..``w58``; ids fit ``tiny_model_factory``'s vocab)
+    with a chat template; ``<eos>`` is id 0 and ``<pad>`` id 1."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<eos>", "<pad>", "<unk>", "<|user|>", "<|assistant|>"]
+    vocab = {t: i for i, t in enumerate(specials + [f"w{i}" for i in range(64 - len(specials))])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <eos> {% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    return tok
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """Unit tests use tiny models: one thread avoids thread-pool contention (much faster on 2 shared cores)."""

@@ -41,6 +41,8 @@ def test_strip_code_replaces_regions_with_none_placeholders():
 def test_strip_code_region_without_bindings_leaves_only_the_stub():
     assert mx.strip_code("### BEGIN SOLUTION\nm.set_adapter('a')\n### END SOLUTION") == "# VIẾT CODE CỦA BẠN Ở ĐÂY"
     assert mx.bound_names("a, (b, *c) = 1, (2, 3)\nd: int = 4\nclass E: pass\ne += 1") == ["a", "b", "c", "d", "E"]
+    assert mx.bound_names("with m.disable_adapter() as x:\n    y = 1\n    with n:\n        z = 2\nfor i in r:\n    w = i") == [
+        "x", "y", "z"]
 
 
 @pytest.mark.parametrize("source, message", [

@@ -41,21 +41,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    """A 64-token word-level tokenizer (ids fit the tiny model's vocab) with a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<eos>", "<pad>", "<unk>", "<|user|>", "<|assistant|>"]
-    vocab = {t: i for i, t in enumerate(specials + [f"w{i}" for i in range(64 - len(specials))])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.decoder = decoders.WordPiece()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
-    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <eos> {% endfor %}"
-                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    assert (tok.eos_token_id, tok.pad_token_id) == (EOS, PAD)
-    return tok
+def tokenizer(tiny_tokenizer):
+    assert (tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id) == (EOS, PAD)
+    return tiny_tokenizer
 
 
 PROMPTS = [[{"role": "user", "content": " ".join(f"w{(7 * i + j) % 59}" for j in range(3 + i % 4))}]
