@@ -501,7 +501,7 @@ Tóm tắt bằng hình (vẽ bằng `scripts/make_figures.py` từ chính phép
 
 ![OLoRA: W = QR, B và A lấy từ Q và R, trọng số cơ sở bị dịch](../images/olora_qr.png)
 
-**Luyện tập:** bài tập cho bài này đang được viết.
+**Luyện tập:** [bài tập](../exercises/04_olora_finetuning_exercises.ipynb) (🐢 🐕 🦁, có chấm tự động) · [lời giải](../solutions/04_olora_finetuning_solutions.ipynb)
 
 Bài trước: [hợp nhất bộ điều hợp](merge_lora_adapters.ipynb) · Bài tiếp theo: [DPO với TRL + PEFT](trl_peft_preference.ipynb).
 """)
