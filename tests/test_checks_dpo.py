@@ -1,0 +1,178 @@
+"""Checks of the lesson-5 exercises (DPO with PEFT): each accepts the right answer and rejects the usual slips.
+
+A tiny random Llama and a word-level tokenizer (``tests/conftest.py``) stand in for SmolLM2;
+the DPO trainers here run a step or two in well under a second.
+"""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+from trl import DPOConfig, DPOTrainer
+
+from lora_helpers.checks import check_dpo_numbers, check_dpo_trainer, check_preference_pairs, check_reference_logps
+from lora_helpers.data import make_task_splits
+from lora_helpers.preferences import dataloader_logps
+from tests.test_checks import ok, todo, wrong
+
+BETA, R, TARGETS, STEPS = 0.1, 2, ["q_proj", "v_proj"], 2
+
+
+# ----------------------------------------------------------------------------- exercise 1: pairs by hand
+@pytest.fixture(scope="module")
+def rows():
+    return make_task_splits("ngay_thang")["train"].select(range(3))
+
+
+def reference_pairs(rows):
+    pairs = []
+    for row in rows:
+        y, m, d = row["answer"].split("-")
+        pairs.append({"prompt": row["messages"][:-1],
+                      "chosen": [{"role": "assistant", "content": row["answer"]}],
+                      "rejected": [{"role": "assistant", "content": f"{d}-{m}-{y}"}]})
+    return pairs
+
+
+def test_preference_pairs_accepts_the_reference(rows):
+    ok(check_preference_pairs(reference_pairs(rows), rows))
+    ok(check_preference_pairs(Dataset.from_list(reference_pairs(rows)), rows))
+    todo(check_preference_pairs(None, rows))
+
+
+def test_preference_pairs_rejects_the_usual_slips(rows):
+    good = reference_pairs(rows)
+
+    def variant(change):
+        pairs = copy.deepcopy(good)
+        change(pairs[1])
+        return pairs
+
+    wrong(check_preference_pairs(good[:2], rows), "có 2 cặp")
+    wrong(check_preference_pairs(good[0], rows), "là một dict")
+    wrong(check_preference_pairs(variant(lambda p: p.update(chosen=p["chosen"][0]["content"])), rows), "chuỗi thường")
+    wrong(check_preference_pairs(variant(lambda p: p.update(prompt=rows[1]["messages"])), rows), "còn chứa câu trả lời")
+    wrong(check_preference_pairs(variant(lambda p: p.update(prompt=rows[0]["messages"][:-1])), rows), "không phải câu hỏi")
+    wrong(check_preference_pairs(variant(lambda p: p.update(chosen=p["rejected"], rejected=p["chosen"])), rows), "bị đảo")
+    y, m, d = rows[1]["answer"].split("-")
+    wrong(check_preference_pairs(variant(lambda p: p["rejected"][0].update(content=f"{d}/{m}/{y}")), rows), "DD-MM-YYYY")
+    wrong(check_preference_pairs(variant(lambda p: p["rejected"][0].update(content=f"{m}-{d}-{y}")), rows)
+          if m != d else check_preference_pairs(variant(lambda p: p["rejected"][0].update(content="x")), rows), "DD-MM-YYYY")
+    wrong(check_preference_pairs(variant(lambda p: p["chosen"][0].update(content=f"{y}/{m}/{d}")), rows), "cần đúng đáp án")
+    wrong(check_preference_pairs(variant(lambda p: p["rejected"][0].update(role="user")), rows), "assistant")
+
+
+# ----------------------------------------------------------------------------- exercises 2-3: a tiny DPO run
+def tiny_pairs(n, offset=0):
+    """Preference pairs of words the tiny tokenizer knows (TRL's standard, non-chat format)."""
+    return Dataset.from_list([{"prompt": f"w{(i + offset) % 50} w{(3 * i + 1) % 50}",
+                               "chosen": f" w{(i + 5) % 50} <eos>", "rejected": f" w{(7 * i + 11) % 50} <eos>"}
+                              for i in range(n)])
+
+
+def dpo_args(tmp_path, steps=STEPS):
+    return DPOConfig(output_dir=str(tmp_path), max_steps=steps, learning_rate=5e-2, beta=BETA, loss_type=["sigmoid"],
+                     per_device_train_batch_size=2, per_device_eval_batch_size=4, max_length=32,
+                     lr_scheduler_type="constant", logging_steps=1, eval_strategy="no", save_strategy="no",
+                     report_to="none", seed=0, bf16=False, activation_checkpointing=False, use_cpu=True,
+                     dataloader_num_workers=0, disable_tqdm=True)
+
+
+def lora(r=R, targets=TARGETS):
+    return LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
+
+
+def make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path, train=True, steps=STEPS, **kwargs):
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.padding_side = "left"
+    kwargs.setdefault("peft_config", lora())
+    model = kwargs.pop("model", None) or tiny_model_factory()
+    trainer = DPOTrainer(model=model, args=dpo_args(tmp_path, steps), train_dataset=tiny_pairs(8),
+                         eval_dataset=tiny_pairs(6, offset=20), processing_class=tok, **kwargs)
+    if train:
+        trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_factory, tiny_tokenizer, tmp_path_factory):
+    return make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path_factory.mktemp("dpo"))
+
+
+def test_dpo_trainer_accepts_peft_config_without_reference_model(trained):
+    ok(check_dpo_trainer(trained, R, TARGETS, STEPS))
+    todo(check_dpo_trainer(None, R, TARGETS, STEPS))
+
+
+def test_dpo_trainer_rejects_the_usual_slips(trained, tiny_model_factory, tiny_tokenizer, tmp_path):
+    wrong(check_dpo_trainer(trained.model, R, TARGETS, STEPS), "không phải `DPOTrainer`")
+    wrong(check_dpo_trainer(trained, R + 1, TARGETS, STEPS), f"r = {R}")
+    wrong(check_dpo_trainer(trained, R, ["q_proj"], STEPS), "gắn vào")
+    wrong(check_dpo_trainer(trained, R, TARGETS, STEPS + 1), f"đã chạy {STEPS} bước")
+    untrained = make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path / "a", train=False)
+    wrong(check_dpo_trainer(untrained, R, TARGETS, STEPS), "chưa huấn luyện")
+    tiny_model_factory().save_pretrained(tmp_path / "tiny")  # without PEFT, TRL reloads the reference from this path
+    full = make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path / "b", train=False, peft_config=None,
+                        model=AutoModelForCausalLM.from_pretrained(tmp_path / "tiny"))
+    assert full.ref_model is not None
+    wrong(check_dpo_trainer(full, R, TARGETS, STEPS), "huấn luyện toàn bộ")
+    second = make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path / "c", train=False,
+                          ref_model=tiny_model_factory())
+    wrong(check_dpo_trainer(second, R, TARGETS, STEPS), "ref_model")
+    wrapped = make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path / "d", train=False, peft_config=None,
+                           model=get_peft_model(tiny_model_factory(), lora()))
+    wrong(check_dpo_trainer(wrapped, R, TARGETS, STEPS), "`ref`")
+    leaky = make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path / "e", train=False)
+    leaky.model.get_base_model().lm_head.weight.requires_grad_(True)
+    wrong(check_dpo_trainer(leaky, R, TARGETS, 0), "vẫn được huấn luyện")
+
+
+@pytest.fixture(scope="module")
+def logps(trained):
+    loader = trained.get_eval_dataloader()
+    with trained.model.disable_adapter():
+        reference = dataloader_logps(trained.model, loader)
+    policy = dataloader_logps(trained.model, loader)
+    return policy, reference
+
+
+def test_reference_logps(trained, logps):
+    policy, reference = logps
+    assert not torch.allclose(policy[0], reference[0]), "the tiny run must move the policy for these tests to mean anything"
+    ok(check_reference_logps(reference, trained))
+    ok(check_reference_logps([t.tolist() for t in reference], trained))
+    todo(check_reference_logps(None, trained))
+    wrong(check_reference_logps(policy, trained), "disable_adapter")
+    wrong(check_reference_logps(reference[::-1], trained), "bị đảo")
+    wrong(check_reference_logps((reference[0][:3], reference[1][:3]), trained), "tập kiểm định")
+    wrong(check_reference_logps(reference[0], trained), "một cặp")
+    wrong(check_reference_logps((reference[0] + 1, reference[1]), trained), "không khớp")
+    wrong(check_reference_logps(reference, None), "bài 2")
+
+
+def test_dpo_numbers(trained, logps):
+    (pc, pr), (rc, rr) = logps
+    margins = BETA * ((pc - rc) - (pr - rr))
+    acc, loss = (margins > 0).float().mean().item(), -F.logsigmoid(margins).mean().item()
+    assert 0 < acc < 1 or margins.abs().max() > 0
+    ok(check_dpo_numbers(margins, acc, loss, trained, BETA))
+    todo(check_dpo_numbers(None, None, None, trained, BETA))
+    assert "loss_dpo" in todo(check_dpo_numbers(margins, acc, None, trained, BETA)).message
+    wrong(check_dpo_numbers(margins * 0, acc, loss, trained, BETA), "bằng 0")
+    wrong(check_dpo_numbers(margins / BETA, acc, loss, trained, BETA), "thiếu hệ số β")
+    wrong(check_dpo_numbers(-margins, acc, loss, trained, BETA), "ngược dấu")
+    wrong(check_dpo_numbers(BETA * (pc - pr), acc, loss, trained, BETA), "thiếu mô hình tham chiếu")
+    wrong(check_dpo_numbers(margins.mean(), acc, loss, trained, BETA), "mỗi cặp")
+    wrong(check_dpo_numbers(margins + 0.5, acc, loss, trained, BETA), "không khớp")
+    wrong(check_dpo_numbers(margins, (margins > 0).sum().item(), loss, trained, BETA), "số cặp")
+    wrong(check_dpo_numbers(margins, 100 * acc, loss, trained, BETA), "phần trăm")
+    wrong(check_dpo_numbers(margins, (margins >= -1e9).float().mean().item() + 0.01, loss, trained, BETA), "độ chính xác")
+    wrong(check_dpo_numbers(margins, acc, -F.logsigmoid(margins).sum().item(), trained, BETA), "tổng")
+    wrong(check_dpo_numbers(margins, acc, -loss, trained, BETA), "dấu trừ")
+    wrong(check_dpo_numbers(margins, acc, -F.logsigmoid(-margins).mean().item(), trained, BETA), "đảo dấu")
+    wrong(check_dpo_numbers(margins, acc, (1 - torch.sigmoid(margins)).mean().item(), trained, BETA), "không khớp")
+    wrong(check_dpo_numbers(margins, acc, loss, None, BETA), "bài 2")
