@@ -765,25 +765,33 @@ def check_drift_detected(result, merged_low) -> CheckResult:
                f"kết luận của nó: «{result.verdict()}».")
 
 
-@_never_raises
-def check_parity_passed(result, min_prompts: int = 4) -> CheckResult:
-    """A parity check that passed at the fp32 tolerance, on at least ``min_prompts`` prompts.
-
-    Rejects: a failed check, a loosened tolerance, too few prompts, and a verdict string instead of the result.
-    """
+def _loosened_parity(result, min_prompts: int):
+    """A CheckResult when a parity result used a tolerance above fp32's default or too few prompts, else None."""
     from .parity import default_tolerance
 
-    if result is None:
-        return _todo()
-    bad = _parity_result(result, "kiem_tra_tay")
-    if bad is not None:
-        return bad
     limit = default_tolerance("float32")
     if result.tolerance > limit:
         return _wrong(f"ngưỡng {result.tolerance:g} lớn hơn ngưỡng fp32 mặc định {limit:g}: nới ngưỡng thì sai nào cũng qua.",
                       "Bỏ tham số `tolerance=` để dùng ngưỡng mặc định.")
     if result.n_prompts < min_prompts:
         return _wrong(f"chỉ so trên {result.n_prompts} câu; cần ít nhất {min_prompts}.", "Dùng `dataset=TEST`.")
+    return None
+
+
+@_never_raises
+def check_parity_passed(result, min_prompts: int = 4) -> CheckResult:
+    """A parity check that passed at the fp32 tolerance, on at least ``min_prompts`` prompts.
+
+    Rejects: a failed check, a loosened tolerance, too few prompts, and a verdict string instead of the result.
+    """
+    if result is None:
+        return _todo()
+    bad = _parity_result(result, "kiem_tra_tay")
+    if bad is not None:
+        return bad
+    bad = _loosened_parity(result, min_prompts)
+    if bad is not None:
+        return bad
     if not result.passed:
         return _wrong(f"phép kiểm tra không đạt: {result.verdict()}",
                       "So ΔW của bạn với `lop.get_delta_weight(...)` từng lớp: có quên lớp nào, hệ số alpha/r, "
@@ -1095,12 +1103,9 @@ def check_olora_parity(result, trained, converted, r: int | None = None, min_pro
         return _wrong(f"`mo_hinh_chuyen_doi` có r = {c_cfg.r}, `init_lora_weights={c_cfg.init_lora_weights!r}`: đó không "
                       "phải bản chuyển đổi (hạng 2r, `True`) mà là bộ điều hợp OLoRA chưa chuyển đổi. Nó khớp mô hình đã "
                       "huấn luyện chỉ vì nó lại dịch trọng số cơ sở lúc nạp.", load_hint)
-    limit = default_tolerance("float32")
-    if result.tolerance > limit:
-        return _wrong(f"ngưỡng {result.tolerance:g} lớn hơn ngưỡng fp32 mặc định {limit:g}: nới ngưỡng thì sai nào cũng qua.",
-                      "Bỏ tham số `tolerance=` để dùng ngưỡng mặc định.")
-    if result.n_prompts < min_prompts:
-        return _wrong(f"chỉ so trên {result.n_prompts} câu; cần ít nhất {min_prompts}.", "Dùng `dataset=TEST`.")
+    bad = _loosened_parity(result, min_prompts)
+    if bad is not None:
+        return bad
     trained_layers = dict(_lora_layers(trained))
     pairs = [(layer.get_base_layer().weight, trained_layers[name].get_base_layer().weight)
              for name, layer in _lora_layers(converted) if name in trained_layers]
@@ -1119,7 +1124,7 @@ def check_olora_parity(result, trained, converted, r: int | None = None, min_pro
         trained.train(modes[0])
         converted.train(modes[1])
     # random tokens, not course prompts: allow 10x the rounding tolerance (a real mismatch is orders larger)
-    if not (math.isfinite(own) and own <= 10 * limit):
+    if not (math.isfinite(own) and own <= 10 * default_tolerance("float32")):
         delta_zero = all(_converted_delta_is_zero(layer.lora_A[a].weight, layer.lora_B[a].weight)
                          for _, layer in _lora_layers(converted) for a in layer.lora_A)
         if delta_zero:

@@ -12,36 +12,15 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from lora_helpers.checks import (CheckResult, check_olora_conversion, check_olora_init, check_olora_parity,
+from lora_helpers.checks import (check_olora_conversion, check_olora_init, check_olora_parity,
                                  check_shifted_layer_count)
+from tests.test_checks import ok, todo, wrong
 from lora_helpers.olora import olora_factors
 from lora_helpers.parity import check_parity_ids
 
 R, ALPHA = 4, 8
 S = ALPHA / R
 TARGETS = ["q_proj", "v_proj"]
-
-
-def ok(result):
-    assert isinstance(result, CheckResult)
-    assert result.status == "dung", result.message
-    assert result.message.startswith("✅")
-    return result
-
-
-def wrong(result, *fragments):
-    assert isinstance(result, CheckResult)
-    assert result.status == "sai", result.message
-    assert result.message.startswith("❌") and "💡 Gợi ý:" in result.message
-    for fragment in fragments:
-        assert fragment in result.message, (fragment, result.message)
-    return result
-
-
-def todo(result):
-    assert result.status == "chua_lam", result.message
-    assert result.message.startswith("⏳") and "chưa làm" in result.message
-    return result
 
 
 def olora_config(**changes):
