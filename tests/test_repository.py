@@ -30,14 +30,21 @@ def test_lesson_is_on_the_readme_course_map(path):
     assert f"](notebooks/{path.name})" in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("path", [p for p in LESSONS if list((ROOT / "solutions").glob(f"*_{p.stem}_solutions.ipynb"))],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
 def test_lesson_links_to_its_exercises_and_solutions(path):
-    text = "\n".join("".join(c["source"]) for c in _cells(path, "markdown"))
-    solution = next((ROOT / "solutions").glob(f"*_{path.stem}_solutions.ipynb"))
+    """Every lesson has exactly one solutions notebook (the one whose header links back to it); the lesson and
+    the README's course map link to it and to its exercise twin."""
+    solutions = [s for s in sorted((ROOT / "solutions").glob("*_solutions.ipynb"))
+                 if f"](../notebooks/{path.name})" in "".join(_cells(s, "markdown")[0]["source"])]
+    assert len(solutions) == 1, f"{path.name}: expected one solutions notebook linking back to it, found {solutions}"
+    solution = solutions[0]
     exercise = ROOT / "exercises" / solution.name.replace("_solutions", "_exercises")
+    assert exercise.is_file()
+    text = "\n".join("".join(c["source"]) for c in _cells(path, "markdown"))
     assert f"](../solutions/{solution.name})" in text
     assert f"](../exercises/{exercise.name})" in text
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"](solutions/{solution.name})" in readme and f"](exercises/{exercise.name})" in readme
 
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
