@@ -1,0 +1,61 @@
+"""Checks for the exercise notebooks: each says, in Vietnamese, whether an answer is right.
+
+Every ``check_*`` function takes the learner's answer (plus whatever reference it needs)
+and returns a :class:`CheckResult`. Shown in a notebook (the last line of a cell), the
+result prints one message:
+
+* ``✅ Đúng rồi! ...`` when the answer is right;
+* ``❌ Chưa đúng: <what is wrong>`` followed by ``💡 Gợi ý: <hint>`` when it is not;
+* ``⏳ Bài này chưa làm ...`` when the answer is still ``None`` (the placeholder of
+  an unanswered exercise notebook), so an unanswered notebook runs top to bottom.
+
+A check never raises on a strange answer: anything it cannot read is reported as wrong,
+with what it expected. The tests in ``tests/test_checks*.py`` show that every check accepts
+the reference answer and rejects the usual wrong ones.
+
+Layout: one module per lesson, named after the lesson notebook, and one shared module.
+
+* ``_common``: :class:`CheckResult`, the message builders ``_ok``/``_wrong``/``_todo``,
+  ``_never_raises`` and the small helpers used by several lessons;
+* ``load_lora_adapter_example`` (lesson 1), ``lora_finetuning`` (lesson 2),
+  ``merge_lora_adapters`` (lesson 3), ``olora_finetuning`` (lesson 4),
+  ``trl_peft_preference`` (lesson 5): that lesson's checks.
+
+Everything is re-exported here, so notebooks and tests import from ``lora_helpers.checks``.
+"""
+
+from ._common import OK, TODO, WRONG, CheckResult
+from ._common import _as_int as _as_int
+from ._common import _never_raises as _never_raises
+from ._common import _ok as _ok
+from ._common import _todo as _todo
+from ._common import _wrong as _wrong
+from .load_lora_adapter_example import (
+    answer_format,
+    check_loaded_adapters,
+    check_routed_answers,
+    check_router,
+    check_task_scores,
+    check_weighted_adapter,
+)
+from .lora_finetuning import (
+    check_curve_comparison,
+    check_delta_weight,
+    check_lora_config_spec,
+    check_lora_output,
+    check_lora_param_count,
+    check_trained_lora,
+)
+from .merge_lora_adapters import check_drift_detected, check_merged_model, check_parity_passed
+from .olora_finetuning import check_olora_conversion, check_olora_init, check_olora_parity, check_shifted_layer_count
+from .trl_peft_preference import _eval_logps as _eval_logps
+from .trl_peft_preference import check_dpo_numbers, check_dpo_trainer, check_preference_pairs, check_reference_logps
+
+__all__ = [
+    "OK", "TODO", "WRONG", "CheckResult", "answer_format", "check_curve_comparison", "check_delta_weight",
+    "check_dpo_numbers", "check_dpo_trainer", "check_drift_detected", "check_loaded_adapters", "check_lora_config_spec",
+    "check_lora_output", "check_lora_param_count", "check_merged_model", "check_olora_conversion", "check_olora_init",
+    "check_olora_parity", "check_parity_passed", "check_preference_pairs", "check_reference_logps",
+    "check_routed_answers", "check_router", "check_shifted_layer_count", "check_task_scores", "check_trained_lora",
+    "check_weighted_adapter",
+]

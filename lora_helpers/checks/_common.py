@@ -1,0 +1,150 @@
+"""What every exercise check shares: the result type, its three constructors, and small helpers.
+
+:class:`CheckResult` is what every ``check_*`` returns; :func:`_ok`, :func:`_wrong` and :func:`_todo`
+build its three kinds of message (Vietnamese, shown to the learner), and :func:`_never_raises` turns
+a failure while reading an odd answer into a "wrong" message. The other helpers (reading a
+PeftModel's LoRA layers, comparing tensors, parity results) are used by more than one lesson.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+OK, WRONG, TODO = "dung", "sai", "chua_lam"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of a check: ``status`` is ``"dung"``, ``"sai"`` or ``"chua_lam"``; ``message`` is Vietnamese.
+
+    ``bool(result)`` is True only for a right answer. In Jupyter the result prints its message.
+    """
+
+    status: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.status == OK
+
+    @property
+    def passed(self) -> bool:
+        return self.status == OK
+
+    def __str__(self) -> str:
+        return self.message
+
+    __repr__ = __str__
+
+    def _ipython_display_(self) -> None:  # IPython shows the message as plain printed text
+        print(self.message)
+
+
+def _ok(text: str) -> CheckResult:
+    return CheckResult(OK, f"✅ Đúng rồi! {text}")
+
+
+def _wrong(problem: str, hint: str) -> CheckResult:
+    return CheckResult(WRONG, f"❌ Chưa đúng: {problem}\n💡 Gợi ý: {hint}")
+
+
+def _todo(what: str = "đáp án vẫn là `None`") -> CheckResult:
+    return CheckResult(
+        TODO,
+        f"⏳ Bài này chưa làm: {what}. Viết code vào chỗ `# VIẾT CODE CỦA BẠN Ở ĐÂY` "
+        "ở ô phía trên, chạy ô đó rồi chạy lại ô kiểm tra này.",
+    )
+
+
+def _never_raises(check):
+    """A learner's odd answer must give a message, never a traceback inside the check."""
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any failure reading the answer is reported to the learner
+            return _wrong(
+                f"không đọc được đáp án của bạn ({type(exc).__name__}: {str(exc)[:200]}).",
+                "Xem lại kiểu dữ liệu mà đề bài yêu cầu, rồi chạy lại ô của bạn.",
+            )
+
+    return wrapper
+
+
+def _as_int(value):
+    """``value`` as an int when it is a whole number (int, numpy/torch integer, 1234.0), else None."""
+    if isinstance(value, bool):
+        return None
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _is_peft_model(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def _lora_layers(model, adapter_name: str | None = None):
+    """(name, module) of the LoRA layers of ``model`` (those holding ``adapter_name`` if given)."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and (adapter_name is None or adapter_name in module.lora_A):
+            yield name, module
+
+
+def _active(model) -> list[str]:
+    active = getattr(model, "active_adapters", None)
+    if callable(active):
+        active = active()
+    if isinstance(active, str):
+        active = [active]
+    return list(active or [])
+
+
+def _target_set(targets):
+    if targets is None:
+        return None
+    if isinstance(targets, str):
+        return targets
+    return set(targets)
+
+
+def _close(a, b, rtol: float = 1e-4) -> bool:
+    import torch
+
+    if not (torch.is_tensor(a) and torch.is_tensor(b)) or a.shape != b.shape:
+        return False
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
+    scale = max(b.abs().max().item(), 1e-12)
+    return (a - b).abs().max().item() <= rtol * scale
+
+
+def _parity_result(result, variable: str):
+    from ..parity import ParityResult
+
+    if isinstance(result, ParityResult):
+        return None
+    hint = ("Lưu chính kết quả của `check_parity(...)` (một ParityResult), không phải chuỗi `.verdict()` "
+            "hay một giá trị True/False.")
+    return _wrong(f"`{variable}` là {type(result).__name__}, không phải kết quả của `check_parity`.", hint)
+
+
+def _loosened_parity(result, min_prompts: int):
+    """A CheckResult when a parity result used a tolerance above fp32's default or too few prompts, else None."""
+    from ..parity import default_tolerance
+
+    limit = default_tolerance("float32")
+    if result.tolerance > limit:
+        return _wrong(f"ngưỡng {result.tolerance:g} lớn hơn ngưỡng fp32 mặc định {limit:g}: nới ngưỡng thì sai nào cũng qua.",
+                      "Bỏ tham số `tolerance=` để dùng ngưỡng mặc định.")
+    if result.n_prompts < min_prompts:
+        return _wrong(f"chỉ so trên {result.n_prompts} câu; cần ít nhất {min_prompts}.", "Dùng `dataset=TEST`.")
+    return None

@@ -1,0 +1,262 @@
+"""Checks of lesson 2 (``lora_finetuning``): LoRA parameter count, LoraConfig, training, ΔW and a layer's output."""
+
+from __future__ import annotations
+
+import warnings
+
+from ._common import (
+    CheckResult,
+    _as_int,
+    _close,
+    _is_peft_model,
+    _lora_layers,
+    _never_raises,
+    _ok,
+    _target_set,
+    _todo,
+    _wrong,
+)
+
+
+def _lora_shapes(model, config) -> list[tuple[str, int, int]]:
+    """(module name, d_in, d_out) of every layer peft would adapt with ``config``, found on a meta-device copy."""
+    import copy
+
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(model.config)
+        peft_model = get_peft_model(skeleton, copy.deepcopy(config))
+    return [(name, layer.in_features, layer.out_features) for name, layer in _lora_layers(peft_model)]
+
+
+def _count_of(peft_model) -> int:
+    return sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+
+
+@_never_raises
+def check_lora_param_count(answer, model, config) -> CheckResult:
+    """The number of trainable LoRA parameters that ``config`` adds to ``model``.
+
+    The truth is counted by peft itself (on a weightless copy of the model). A wrong number
+    is compared with the usual slips to say which one it is: rank off by one, only A or only
+    B counted, full ``d_in·d_out`` matrices, k_proj/v_proj taken as square (grouped-query
+    attention forgotten), one layer only or a wrong number of layers, lora_alpha used as r,
+    base parameters added.
+    """
+    if answer is None:
+        return _todo()
+    value = _as_int(answer)
+    if value is None:
+        return _wrong(f"đáp án phải là một số nguyên, bạn đưa {answer!r} ({type(answer).__name__}).",
+                      "Số tham số là số nguyên, ví dụ `so_tham_so = 30 * 4 * (576 + 576)`.")
+    shapes = _lora_shapes(model, config)
+    r, alpha = config.r, config.lora_alpha
+    truth = sum(r * (d_in + d_out) for _, d_in, d_out in shapes)
+    if value == truth:
+        return _ok(f"{truth:,} tham số huấn luyện được: r·(d_in + d_out) cộng trên {len(shapes)} lớp.")
+    n_blocks = getattr(model.config, "num_hidden_layers", 0) or 1
+    hidden = getattr(model.config, "hidden_size", None)
+    per_block = truth // n_blocks
+    n_base = sum(p.numel() for p in model.parameters())
+
+    def square_kv(name, d_in, d_out):
+        return d_in if name.split(".")[-1] in {"k_proj", "v_proj"} and hidden else d_out
+
+    slips = [
+        (sum((r + 1) * (i + o) for _, i, o in shapes), f"lệch hạng một đơn vị: bạn tính với r={r + 1}, cấu hình có r={r}.",
+         "Dùng đúng `r` của LoraConfig."),
+        (sum((r - 1) * (i + o) for _, i, o in shapes), f"lệch hạng một đơn vị: bạn tính với r={r - 1}, cấu hình có r={r}.",
+         "Dùng đúng `r` của LoraConfig."),
+        (sum(r * i for _, i, o in shapes), "bạn chỉ đếm ma trận A (r × d_in).",
+         "Mỗi lớp có hai ma trận: A (r × d_in) và B (d_out × r): r·(d_in + d_out)."),
+        (sum(r * o for _, i, o in shapes), "bạn chỉ đếm ma trận B (d_out × r).",
+         "Mỗi lớp có hai ma trận: A (r × d_in) và B (d_out × r): r·(d_in + d_out)."),
+        (sum(i * o for _, i, o in shapes), "đó là số tham số của chính các ma trận W (tinh chỉnh toàn bộ), không phải LoRA.",
+         "LoRA thay d_in·d_out bằng r·(d_in + d_out)."),
+        (sum(r * (i + square_kv(n, i, o)) for n, i, o in shapes),
+         "bạn coi k_proj và v_proj là ma trận vuông như q_proj.",
+         "SmolLM2 dùng grouped-query attention: k_proj, v_proj có d_out nhỏ hơn (xem kích thước đã in ở trên)."),
+        (per_block, "đó là số của một khối (block) thôi.", f"Mô hình có {n_blocks} khối giống nhau: nhân lên."),
+        (per_block * (n_blocks + 1), f"bạn nhân với {n_blocks + 1} khối.", f"Mô hình có đúng {n_blocks} khối."),
+        (per_block * (n_blocks - 1), f"bạn nhân với {n_blocks - 1} khối.", f"Mô hình có đúng {n_blocks} khối."),
+        (sum(alpha * (i + o) for _, i, o in shapes), f"bạn dùng lora_alpha={alpha} thay cho r={r}.",
+         "lora_alpha chỉ là hệ số tỉ lệ (alpha/r); kích thước A, B do r quyết định."),
+        (truth + n_base, "bạn cộng cả tham số của mô hình cơ sở.",
+         "Mô hình cơ sở bị đóng băng (freeze): chỉ A và B là tham số huấn luyện được."),
+    ]
+    for slip_value, problem, hint in slips:
+        if slip_value != truth and value == slip_value:
+            return _wrong(f"{value:,}: {problem}", hint)
+    targets = sorted({n.split(".")[-1] for n, _, _ in shapes})
+    return _wrong(
+        f"{value:,} chưa khớp (lệch {value - truth:+,}).",
+        f"Cộng r·(d_in + d_out) trên mọi lớp được gắn LoRA ({', '.join(targets)}), trong cả {n_blocks} khối; "
+        "đọc d_in, d_out của từng lớp ở ô in kích thước.",
+    )
+
+
+@_never_raises
+def check_lora_config_spec(config, r: int, lora_alpha, target_modules) -> CheckResult:
+    """A ``LoraConfig`` with the asked rank, alpha and target modules.
+
+    Rejects: not a LoraConfig, a rank off by one (or any other), another alpha, missing or extra target modules,
+    and ``"all-linear"`` where a list was asked (or the reverse).
+    """
+    from peft import LoraConfig
+
+    if config is None:
+        return _todo()
+    if not isinstance(config, LoraConfig):
+        return _wrong(f"`cau_hinh` là {type(config).__name__}, không phải LoraConfig.",
+                      "`from peft import LoraConfig`; `cau_hinh = LoraConfig(r=..., lora_alpha=..., target_modules=[...])`.")
+    if config.r != r:
+        return _wrong(f"r={config.r}, đề bài yêu cầu r={r}.", "Đặt đúng hạng `r`.")
+    if config.lora_alpha != lora_alpha:
+        return _wrong(f"lora_alpha={config.lora_alpha}, đề bài yêu cầu lora_alpha={lora_alpha}.",
+                      "Đề bài giữ alpha/r cố định; tính lại lora_alpha.")
+    got, want = _target_set(config.target_modules), _target_set(target_modules)
+    if got != want:
+        if isinstance(want, str) or isinstance(got, str):
+            return _wrong(f"target_modules={config.target_modules!r}, đề bài yêu cầu {target_modules!r}.",
+                          "Đọc lại đề: một danh sách tên lớp cụ thể, hay \"all-linear\".")
+        missing, extra = sorted(want - got), sorted(got - want)
+        parts = ([f"thiếu {missing}"] if missing else []) + ([f"thừa {extra}"] if extra else [])
+        return _wrong(f"target_modules {', '.join(parts)}.",
+                      f"Đề bài yêu cầu đúng các lớp {sorted(want)}.")
+    return _ok(f"LoraConfig(r={r}, lora_alpha={lora_alpha}, target_modules={sorted(want) if isinstance(want, set) else want!r}).")
+
+
+@_never_raises
+def check_trained_lora(trainer, r: int, target_modules, steps: int) -> CheckResult:
+    """A trainer that trained a LoRA adapter with the asked rank and targets for ``steps`` steps.
+
+    Rejects: full finetuning (no adapter), an adapter with another rank or other layers,
+    and a trainer built but not trained (``lora_B`` still zero, no steps done).
+    """
+    if trainer is None:
+        return _todo()
+    model = getattr(trainer, "model", None)
+    state = getattr(trainer, "state", None)
+    if model is None or state is None:
+        return _wrong(f"`trainer_cua_ban` là {type(trainer).__name__}, không phải một SFTTrainer.",
+                      "Tạo `SFTTrainer(model=..., args=..., train_dataset=..., processing_class=..., peft_config=cau_hinh)`.")
+    if not _is_peft_model(model):
+        return _wrong("mô hình trong trainer không có bộ điều hợp LoRA: đây là tinh chỉnh toàn bộ.",
+                      "Truyền `peft_config=cau_hinh` vào SFTTrainer.")
+    config = next(iter(model.peft_config.values()))
+    if config.r != r:
+        return _wrong(f"bộ điều hợp đã huấn luyện có r={config.r}, cần r={r}.", "Truyền đúng `cau_hinh` của bạn.")
+    got, want = _target_set(config.target_modules), _target_set(target_modules)
+    if got != want:
+        return _wrong(f"bộ điều hợp gắn vào {sorted(got) if isinstance(got, set) else got}, cần {sorted(want) if isinstance(want, set) else want}.",
+                      "Truyền đúng `cau_hinh` của bạn vào `peft_config`.")
+    if state.global_step != steps:
+        return _wrong(f"trainer đã chạy {state.global_step} bước, đề bài yêu cầu {steps}.",
+                      f"Đặt `max_steps={steps}` và gọi `trainer_cua_ban.train()`.")
+    trained = any(bool((layer.lora_B[a].weight != 0).any()) for _, layer in _lora_layers(model)
+                  for a in layer.lora_B)
+    if not trained:
+        return _wrong("mọi ma trận B vẫn bằng 0: bộ điều hợp chưa học gì.", "Gọi `trainer_cua_ban.train()`.")
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return _ok(f"Đã huấn luyện {steps} bước một bộ điều hợp r={r} ({n:,} tham số huấn luyện được).")
+
+
+@_never_raises
+def check_curve_comparison(answer, histories) -> CheckResult:
+    """``answer`` names the run whose last training loss is the lowest.
+
+    ``histories`` maps a run label to ``training.loss_history(trainer)``. Rejects a label
+    that is not a run and the run that ended higher.
+    """
+    if answer is None:
+        return _todo()
+    if not histories:
+        return _wrong("chưa có đường mất mát nào để so sánh.", "Chạy các ô huấn luyện phía trên trước.")
+    final = {label: h["train"][-1][1] for label, h in histories.items() if h.get("train")}
+    if answer not in final:
+        return _wrong(f"{answer!r} không phải tên một lần chạy; các lần chạy: {list(final)}.",
+                      "Trả lời bằng đúng một khoá của `lich_su`.")
+    best = min(final, key=final.get)
+    if answer != best:
+        return _wrong(
+            f"loss huấn luyện ở bước cuối của `{answer}` là {final[answer]:.3f}, cao hơn `{best}` ({final[best]:.3f}).",
+            "Đọc giá trị cuối của mỗi đường (`lich_su[tên]['train'][-1]`), hoặc nhìn đồ thị (trục log).",
+        )
+    return _ok(f"`{best}` kết thúc với loss thấp hơn ({final[best]:.3f} so với "
+               f"{', '.join(f'{v:.3f}' for k, v in final.items() if k != best)}).")
+
+
+@_never_raises
+def check_delta_weight(delta, layer, adapter_name: str = "default") -> CheckResult:
+    """ΔW = (lora_alpha / r) · B · A of one LoRA layer, shape ``d_out × d_in`` like W.
+
+    Rejects: the scaling forgotten or inverted, A·B in the wrong order (or transposed), another layer's ΔW.
+    """
+    import torch
+
+    if delta is None:
+        return _todo()
+    if not torch.is_tensor(delta):
+        return _wrong(f"`delta_w` phải là một tensor, bạn đưa {type(delta).__name__}.",
+                      "Dùng các tensor `lop.lora_A[...].weight`, `lop.lora_B[...].weight` và phép nhân `@`.")
+    with torch.no_grad():
+        A = layer.lora_A[adapter_name].weight.float()
+        B = layer.lora_B[adapter_name].weight.float()
+        scaling = layer.scaling[adapter_name]
+        truth = layer.get_delta_weight(adapter_name).float()
+    W = layer.base_layer.weight
+    if delta.shape != truth.shape:
+        if delta.shape == truth.T.shape:
+            return _wrong(f"kích thước {tuple(delta.shape)} bị chuyển vị; ΔW phải cùng kích thước với W {tuple(W.shape)}.",
+                          "ΔW = B @ A (B: d_out × r, A: r × d_in).")
+        if delta.shape == (A.shape[0], A.shape[0]):
+            return _wrong(f"kích thước {tuple(delta.shape)}: bạn tính A @ B (r × r).",
+                          "Thứ tự nhân ngược lại: ΔW = B @ A, kích thước d_out × d_in như W.")
+        return _wrong(f"kích thước {tuple(delta.shape)}, cần {tuple(W.shape)} (giống W).", "ΔW = (alpha/r) · B @ A.")
+    if _close(delta, truth):
+        return _ok(f"ΔW = (alpha/r)·B·A, kích thước {tuple(truth.shape)}, hệ số alpha/r = {scaling:g}.")
+    if _close(delta, B @ A):
+        return _wrong(f"bạn quên hệ số tỉ lệ alpha/r = {scaling:g}.", "Nhân B @ A với `lop.scaling[tên_bộ_điều_hợp]`.")
+    if scaling and _close(delta, (B @ A) / scaling):
+        return _wrong("bạn chia cho alpha/r thay vì nhân (dùng r/alpha).", "ΔW = (lora_alpha / r) · B @ A.")
+    if _close(delta, W.float()) or _close(delta, W.float() + truth):
+        return _wrong("đó là W (hoặc W + ΔW), không phải riêng ΔW.", "Chỉ tính phần LoRA: (alpha/r) · B @ A.")
+    return _wrong("giá trị ΔW chưa khớp (đúng kích thước nhưng sai số).",
+                  "Kiểm tra bạn lấy A, B của đúng lớp và đúng bộ điều hợp, rồi ΔW = (alpha/r) · B @ A.")
+
+
+@_never_raises
+def check_lora_output(y, layer, x, adapter_name: str = "default") -> CheckResult:
+    """``y`` equals the LoRA layer's output ``W x + (alpha/r) · B A x`` on input ``x``.
+
+    Rejects: the base output only (LoRA part missing), the LoRA part only, the scaling forgotten.
+    """
+    import torch
+
+    if y is None:
+        return _todo()
+    if not torch.is_tensor(y):
+        return _wrong(f"`y_tu_tinh` phải là tensor, bạn đưa {type(y).__name__}.", "Tính bằng các phép nhân ma trận torch.")
+    with torch.no_grad():
+        truth = layer(x)
+        base = layer.base_layer(x)
+        A = layer.lora_A[adapter_name].weight
+        B = layer.lora_B[adapter_name].weight
+        lora_part = x @ A.T @ B.T
+    if y.shape != truth.shape:
+        return _wrong(f"kích thước {tuple(y.shape)}, cần {tuple(truth.shape)}.",
+                      "Với x có dạng (..., d_in): y = x @ W.T + scaling · (x @ A.T @ B.T).")
+    if _close(y, truth):
+        return _ok("y = W·x + (alpha/r)·B·A·x khớp đầu ra của lớp LoRA.")
+    if _close(y, base):
+        return _wrong("đó mới là đầu ra của W (lớp gốc), thiếu phần LoRA.", "Cộng thêm scaling · (x @ A.T @ B.T).")
+    if _close(y, base + lora_part):
+        return _wrong("bạn quên hệ số alpha/r ở phần LoRA.", "Nhân phần x @ A.T @ B.T với `lop.scaling[...]`.")
+    if _close(y, truth - base):
+        return _wrong("đó chỉ là phần LoRA, thiếu W·x.", "Cộng thêm đầu ra của lớp gốc `lop.base_layer(x)`.")
+    return _wrong("giá trị chưa khớp đầu ra của lớp.", "y = lop.base_layer(x) + lop.scaling[...] * (x @ A.T @ B.T).")
