@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .env import pick_device
 from .errors import CourseError
 from .params import PeakMemory
 
@@ -40,11 +41,12 @@ class Latency:
 
 
 def _cuda_in_use() -> bool:
+    """True when there is a CUDA GPU (``env.pick_device``) and this process has already used it."""
     try:
         import torch
     except ImportError:  # pragma: no cover
         return False
-    return torch.cuda.is_available() and torch.cuda.is_initialized()
+    return pick_device() == "cuda" and torch.cuda.is_initialized()
 
 
 def _sync(enabled: bool) -> None:

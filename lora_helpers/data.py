@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .errors import CourseError
+from .recipe import RECIPE
 
 # --------------------------------------------------------------------------- order -> JSON
 _TITLES = ["anh", "chị", "cô", "chú", "bạn", "ông", "bà", "em"]
@@ -99,9 +100,47 @@ def _date_example(rng: random.Random, template: str):
     return _DATE_INSTRUCTION.format(sentence=sentence), answer, (y, m, d)
 
 
+# --------------------------------------------------------------------------- scoring
+def parse_json_object(text: str):
+    """``text`` parsed as a JSON object (a dict), else None (invalid JSON, or JSON that is not an object)."""
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _same_json(prediction: str, reference: str) -> bool:
+    """Orders: right when the prediction is a JSON object equal to the reference (key order ignored)."""
+    parsed = parse_json_object(prediction)
+    return parsed is not None and parsed == json.loads(reference)
+
+
+def _same_text(prediction: str, reference: str) -> bool:
+    """Dates: right when the strings are equal, surrounding whitespace ignored."""
+    return prediction.strip() == reference.strip()
+
+
+def _valid_json_rate(predictions) -> dict:
+    n = len(predictions)
+    return {"valid_json": sum(parse_json_object(p) is not None for p in predictions) / n if n else 0.0}
+
+
+def _no_extra_metrics(predictions) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class Task:
-    """A course task: how to make an example and how to score an answer."""
+    """A course task: how to make an example, how to score an answer, how long an answer may be.
+
+    * ``make(rng, template)`` -> ``(prompt, answer, key)``; ``key`` identifies the underlying facts
+      (no two rows of different splits share one);
+    * ``score(prediction, reference)`` -> True when the prediction is right;
+    * ``extra_metrics(predictions)`` -> metrics beside the accuracy (orders: the valid-JSON rate);
+    * ``max_new_tokens``: generation length with room for the longest right answer, plus some;
+    * ``metric``: the scoring rule in words (Vietnamese, shown to learners).
+    """
 
     name: str
     title: str
@@ -109,16 +148,21 @@ class Task:
     train_templates: tuple
     test_templates: tuple
     metric: str
+    score: Callable[[str, str], bool] = _same_text
+    max_new_tokens: int = 48
+    extra_metrics: Callable[[list], dict] = _no_extra_metrics
 
 
 TASKS = {
     "don_hang": Task(
-        "don_hang", "Trích xuất đơn hàng thành JSON", _order_example,
-        tuple(_ORDER_TEMPLATES_TRAIN), tuple(_ORDER_TEMPLATES_TEST), "khớp JSON tuyệt đối",
+        name="don_hang", title="Trích xuất đơn hàng thành JSON", make=_order_example,
+        train_templates=tuple(_ORDER_TEMPLATES_TRAIN), test_templates=tuple(_ORDER_TEMPLATES_TEST),
+        metric="khớp JSON tuyệt đối", score=_same_json, max_new_tokens=80, extra_metrics=_valid_json_rate,
     ),
     "ngay_thang": Task(
-        "ngay_thang", "Chuẩn hoá ngày về YYYY-MM-DD", _date_example,
-        tuple(_DATE_TEMPLATES_TRAIN), tuple(_DATE_TEMPLATES_TEST), "khớp chuỗi tuyệt đối",
+        name="ngay_thang", title="Chuẩn hoá ngày về YYYY-MM-DD", make=_date_example,
+        train_templates=tuple(_DATE_TEMPLATES_TRAIN), test_templates=tuple(_DATE_TEMPLATES_TEST),
+        metric="khớp chuỗi tuyệt đối", score=_same_text, max_new_tokens=16,
     ),
 }
 
@@ -141,8 +185,13 @@ def _example_row(task: Task, prompt: str, answer: str) -> dict:
     }
 
 
-def make_task_splits(task: str, n_train: int = 400, n_val: int = 40, n_test: int = 50, seed: int = 0):
+def make_task_splits(task: str, n_train: int = RECIPE.n_train, n_val: int = RECIPE.n_val, n_test: int = RECIPE.n_test,
+                     seed: int = RECIPE.seed):
     """Seeded, disjoint train / validation / test splits of a course task as a ``DatasetDict``.
+
+    The default sizes and seed are the course recipe's (``lora_helpers.recipe.RECIPE``). The test
+    split is drawn first, so ``n_test`` changes the other splits: to score fewer test rows, keep
+    ``n_test`` and select rows (``splits["test"].select(range(k))``).
 
     Each row has ``messages`` (user prompt + assistant answer), ``answer`` and ``task``.
     No two rows of different splits share the same underlying facts (name/item/qty/place,

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from .adapters import display_path, ensure_fresh_dir, human_size
 from .errors import CourseError
+from .layers import lora_layers
 
 _MODEL_FILE_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
                         "adapter_config.json", "adapter_model.*")
@@ -54,13 +55,6 @@ def _element_size(dtype) -> int:
     import torch
 
     return torch.empty((), dtype=dtype).element_size()
-
-
-def lora_layers(model) -> list:
-    """``(name, module)`` of the LoRA layers (peft tuner layers) inside ``model``."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
 
 
 def _model_device(model):

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import CourseError
+from .layers import lora_layers
 
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 _SAME_MODEL_PROBLEM = (
@@ -103,10 +104,7 @@ def base_weight_changes(original_model, peft_model, adapter_name: str = "default
     n_layers = n_changed = 0
     worst = 0.0
     with torch.no_grad():
-        for name, module in base.named_modules():
-            lora_a = getattr(module, "lora_A", None)
-            if lora_a is None or adapter_name not in lora_a:
-                continue
+        for name, module in lora_layers(base, adapter_name):
             if name not in originals:
                 raise CourseError(
                     f"Mô hình gốc không có lớp `{name}`.",
@@ -162,12 +160,9 @@ def effective_update_norm(original_model, peft_model, adapter_name: str = "defau
     delta_sq = weight_sq = 0.0
     found = False
     with torch.no_grad():
-        for name, module in base.named_modules():
-            lora_a = getattr(module, "lora_A", None)
-            if lora_a is None or adapter_name not in lora_a:
-                continue
+        for name, module in lora_layers(base, adapter_name):
             found = True
-            a = lora_a[adapter_name].weight.float()
+            a = module.lora_A[adapter_name].weight.float()
             b = module.lora_B[adapter_name].weight.float()
             effective = module.get_base_layer().weight.float() + module.scaling[adapter_name] * (b @ a)
             original = originals[name].weight.float().to(effective.device)

@@ -8,21 +8,12 @@ import sys
 import threading
 import time
 
+from .layers import linear_layers
 
-def _linear_layers(model, target_modules):
-    """(full_name, module) of the nn.Linear layers LoRA would adapt for ``target_modules``.
 
-    ``target_modules`` is a list of short layer names (``["q_proj", "v_proj"]``) or
-    ``"all-linear"`` (every nn.Linear except the output layer ``lm_head``, as peft does).
-    """
-    import torch
-
-    for full_name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or full_name.endswith("lm_head"):
-            continue
-        short = full_name.split(".")[-1]
-        if target_modules == "all-linear" or short in set(target_modules):
-            yield full_name, module
+def lora_layer_params(r: int, d_in: int, d_out: int) -> int:
+    """LoRA parameters of one adapted ``d_out x d_in`` layer: ``A`` (``r x d_in``) + ``B`` (``d_out x r``)."""
+    return r * (d_in + d_out)
 
 
 def lora_param_count(model, r: int, target_modules="all-linear") -> int:
@@ -32,7 +23,7 @@ def lora_param_count(model, r: int, target_modules="all-linear") -> int:
     ``d_in``/``d_out`` are read from each layer, so grouped-query attention (``k_proj``/``v_proj``
     smaller than ``q_proj``) and the MLP's wider layers are counted correctly.
     """
-    return sum(r * (m.in_features + m.out_features) for _, m in _linear_layers(model, target_modules))
+    return sum(lora_layer_params(r, m.in_features, m.out_features) for _, m in linear_layers(model, target_modules))
 
 
 def lora_param_table(model, ranks=(4, 8, 16), targets=None) -> list[dict]:

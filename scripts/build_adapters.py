@@ -3,37 +3,28 @@
     python scripts/build_adapters.py            # both tasks
     python scripts/build_adapters.py ngay_thang # one task
 
-For each course task: load the base model, measure the test metric, train a LoRA
-adapter with SFTTrainer, measure again, save the adapter (safetensors) and write a
-model card with every setting and both measurements.
+For each course task: train a LoRA adapter with the course recipe (``lora_helpers.recipe.RECIPE``)
+through ``lora_helpers.training.train_lora_adapter`` (the function scripts/train_lora.py runs too),
+measuring the test metric of the base model before and of the adapter after; save the adapter
+(safetensors), its metrics (``lora_helpers.training.write_metrics``, the format of scripts/train_lora.py)
+and a model card with every setting and both measurements.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import sys
-import time
 from pathlib import Path
 
 import torch
-from peft import LoraConfig
-from transformers import AutoModelForCausalLM
-from trl import SFTTrainer
+
+from lora_helpers.adapters import DEMO_ADAPTERS
+from lora_helpers.data import get_task
+from lora_helpers.models import HUB_ID
+from lora_helpers.recipe import RECIPE
+from lora_helpers.training import train_lora_adapter, write_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lora_helpers.adapters import record_base_model  # noqa: E402
-from lora_helpers.data import get_task, make_task_splits, to_prompt_completion  # noqa: E402
-from lora_helpers.env import seed_everything  # noqa: E402
-from lora_helpers.evaluation import evaluate_task  # noqa: E402
-from lora_helpers.models import HUB_ID, find_base_model, load_tokenizer  # noqa: E402
-from lora_helpers.training import sft_config  # noqa: E402
-
-SETTINGS = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
-                learning_rate=1e-3, batch_size=8, seed=0)
 
 CARD = """---
 base_model: {hub_id}
@@ -69,50 +60,30 @@ LoRA adapter for the course task `{task}` on SmolLM2-135M-Instruct. Test accurac
 """
 
 
-STEPS = {"don_hang": 30, "ngay_thang": 30}
-
-
-def build(task: str, out_root: Path) -> dict:
+def build(task: str, out_root: Path, recipe=RECIPE) -> dict:
     spec = get_task(task)
-    settings = dict(SETTINGS, steps=STEPS[task])
-    seed_everything(settings["seed"])
-    path = find_base_model()
-    tokenizer = load_tokenizer(path)
-    data = make_task_splits(task, seed=settings["seed"])
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    before = evaluate_task(model, tokenizer, data["test"])["accuracy"]
-    config = LoraConfig(r=settings["r"], lora_alpha=settings["lora_alpha"], lora_dropout=settings["lora_dropout"],
-                        target_modules=settings["target_modules"], task_type="CAUSAL_LM")
-    args = sft_config(str(ROOT / "outputs" / f"build-{task}"), max_steps=settings["steps"],
-                      learning_rate=settings["learning_rate"], batch_size=settings["batch_size"],
-                      eval_steps=None, seed=settings["seed"])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=to_prompt_completion(data["train"]),
-                         processing_class=tokenizer, peft_config=config)
-    start = time.perf_counter()
-    trainer.train()
-    train_seconds = time.perf_counter() - start
-    after = evaluate_task(trainer.model, tokenizer, data["test"])["accuracy"]
+    # No validation loss here: the card reports the test metric before and after training.
+    run = train_lora_adapter(task, recipe, validate=False, measure_base=True)
+    before = run.base_test["accuracy"]
+    after = run.evaluate_test()["accuracy"]
     target = out_root / task
     staging = out_root / f".{task}.new"
     shutil.rmtree(staging, ignore_errors=True)
-    trainer.model.save_pretrained(staging)
-    record_base_model(staging, HUB_ID)  # not this machine's cache path
-    facts = dict(settings, task=task, title=spec.title, metric=spec.metric, hub_id=HUB_ID,
-                 n_train=len(data["train"]), n_test=len(data["test"]), before=before, after=after,
-                 train_seconds=train_seconds, device=str(trainer.model.device))
+    run.save(staging, base_model_name=HUB_ID)  # not this machine's cache path
+    write_metrics(staging, run.metrics(base_model=HUB_ID))
+    facts = dict(recipe.as_dict(), steps=recipe.max_steps, task=task, title=spec.title, metric=spec.metric,
+                 hub_id=HUB_ID, n_train=len(run.data["train"]), n_test=len(run.test_rows), before=before, after=after,
+                 train_seconds=run.train_seconds, device=str(run.model.device))
     (staging / "README.md").write_text(CARD.format(**facts), encoding="utf-8")
-    (staging / "course_metrics.json").write_text(
-        json.dumps({k: facts[k] for k in ("task", "before", "after", "steps", "r", "seed", "train_seconds")},
-                   indent=2), encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    print(f"{task}: test accuracy {before:.0%} -> {after:.0%} in {train_seconds:.0f} s, saved to {target}")
+    print(f"{task}: test accuracy {before:.0%} -> {after:.0%} in {run.train_seconds:.0f} s, saved to {target}")
     return facts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("tasks", nargs="*", default=["don_hang", "ngay_thang"])
+    parser.add_argument("tasks", nargs="*", default=list(DEMO_ADAPTERS))
     parser.add_argument("--out", default=str(ROOT / "adapters"))
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))

@@ -27,18 +27,18 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # figures always describe the same local model copy
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
-from matplotlib.patches import FancyBboxPatch, Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib import font_manager
+from matplotlib.patches import FancyBboxPatch, Rectangle
+
+from lora_helpers.adapters import DEMO_ADAPTERS, human_size
+from lora_helpers.errors import CourseError
+from lora_helpers.params import lora_layer_params
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lora_helpers.adapters import DEMO_ADAPTERS, human_size  # noqa: E402
-from lora_helpers.errors import CourseError  # noqa: E402
 
 IMAGES = ROOT / "images"
 DATA_FILE = IMAGES / "data" / "lora_vs_full.json"
@@ -153,35 +153,35 @@ def lora_counts(cfg: dict, r: int) -> dict:
     """Full and LoRA parameter counts per layer type, per block, and for all blocks (all-linear)."""
     shapes = linear_shapes(cfg)
     full = {n: d_out * d_in for n, (d_out, d_in) in shapes.items()}
-    lora = {n: r * (d_out + d_in) for n, (d_out, d_in) in shapes.items()}
+    lora = {n: lora_layer_params(r, d_in, d_out) for n, (d_out, d_in) in shapes.items()}
     per_block = sum(lora.values())
     return {"shapes": shapes, "full": full, "lora": lora, "per_block": per_block,
             "layers": cfg["num_hidden_layers"], "total": per_block * cfg["num_hidden_layers"]}
 
 
-def safetensors_param_count(model_dir: Path) -> int:
-    """Number of parameters stored in the model's safetensors files (read from the headers only)."""
+def _stored_values(file: Path) -> int:
+    """Number of values stored in one safetensors file (read from its header only)."""
     from safetensors import safe_open
 
-    total = 0
-    for file in sorted(model_dir.glob("*.safetensors")):
-        with safe_open(str(file), framework="np") as f:
-            total += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    return total
+    with safe_open(str(file), framework="np") as f:
+        names = f.keys()
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in names)
+
+
+def safetensors_param_count(model_dir: Path) -> int:
+    """Number of parameters stored in the model's safetensors files (read from the headers only)."""
+    return sum(_stored_values(file) for file in sorted(model_dir.glob("*.safetensors")))
 
 
 def adapter_facts(name: str) -> dict:
     from lora_helpers.adapters import demo_adapter_path
+    from lora_helpers.training import metrics_path, read_metrics
 
     path = demo_adapter_path(name)
     config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-    metrics_file = path / "course_metrics.json"
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
-    from safetensors import safe_open
-
-    with safe_open(str(path / "adapter_model.safetensors"), framework="np") as f:
-        n_params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    return {"path": path, "r": config["r"], "alpha": config["lora_alpha"], "n_params": n_params,
+    metrics = read_metrics(path) if metrics_path(path) else {}
+    return {"path": path, "r": config["r"], "alpha": config["lora_alpha"],
+            "n_params": _stored_values(path / "adapter_model.safetensors"),
             "file_bytes": (path / "adapter_model.safetensors").stat().st_size, "metrics": metrics}
 
 
@@ -295,7 +295,7 @@ def figure_adapter_switching(out_dir: Path, n_base: int, base_bytes: int, adapte
         arrow(ax, (ad_x + ad_w, y), (res_x, y), color=edge)
         ax.text(res_x + 1, y + 0.6, outputs.get(name, task.title), ha="left", va="bottom", fontsize=10,
                 linespacing=1.25)
-        acc = facts["metrics"].get("after")
+        acc = facts["metrics"].get("test_accuracy")
         if acc is not None:
             ax.text(res_x + 1, y - 0.6, f"tập kiểm tra: {acc:.0%}\nđúng tuyệt đối", ha="left", va="top",
                     fontsize=10, color=edge, linespacing=1.25)

@@ -18,7 +18,6 @@ Heavy: run it under the CPU lock, e.g. ``flock /tmp/lora_cpu.lock env HF_HUB_OFF
 .venv/bin/python -m pytest tests/test_train_script.py -q -p no:randomly``.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -29,24 +28,22 @@ from pathlib import Path
 import pytest
 
 from lora_helpers import CourseError
+from lora_helpers.models import HUB_ID
+from lora_helpers.recipe import RECIPE
+from lora_helpers.training import read_metrics
+from scripts import train_lora as script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_lora.py"
 CONFIGS = ROOT / "scripts" / "accelerate_configs"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_lora_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _env():
+    """The test's environment without launcher variables; the script finds lora_helpers as an installed package."""
     env = {k: v for k, v in os.environ.items()
-           if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}}
+           if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                        "PYTHONPATH"}}
     env["HF_HUB_OFFLINE"] = "1"
-    env["PYTHONPATH"] = str(ROOT)
     return env
 
 
@@ -66,7 +63,7 @@ def test_refuses_to_overwrite_before_loading_anything(tmp_path):
         "print('RC', code, 'HEAVY', heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=_env(), capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=120, check=False)
     assert "RC 2 HEAVY []" in result.stdout, result.stdout + result.stderr
     assert "đã có dữ liệu" in result.stderr and "--overwrite" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["ghi_chu.txt"]
@@ -76,7 +73,6 @@ def test_refuses_to_overwrite_before_loading_anything(tmp_path):
 def test_helpers_checksum_and_arguments():
     import torch
 
-    script = _load_script()
     a = {"x.lora_A.weight": torch.ones(2, 3), "x.lora_B.weight": torch.zeros(3, 2)}
     same_other_order = {"x.lora_B.weight": torch.zeros(3, 2), "x.lora_A.weight": torch.ones(2, 3)}
     assert script.lora_checksum(a) == script.lora_checksum(same_other_order)
@@ -94,11 +90,15 @@ def test_helpers_checksum_and_arguments():
                 ["--task", "khong_co"], ["--eval-steps", "-1"]):
         with pytest.raises(CourseError):
             script.validate_args(script.parse_args(["--output-dir", "x", *bad]))
-    script.validate_args(script.parse_args(["--output-dir", "x"]))
+    defaults = script.parse_args(["--output-dir", "x"])
+    script.validate_args(defaults)
+    assert script.recipe_of(defaults) == RECIPE  # the command line's defaults are the course recipe
+    changed = script.recipe_of(script.parse_args(["--output-dir", "x", "--r", "4", "--target-modules", "q_proj,v_proj",
+                                                  "--max-steps", "7", "--n-test", "5"]))
+    assert changed == RECIPE.replace(r=4, target_modules=("q_proj", "v_proj"), max_steps=7, n_test=5)
 
 
 def test_helpers_warn_when_accelerate_cpu_starts_one_process(monkeypatch, capsys):
-    script = _load_script()
     for key in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "ACCELERATE_USE_CPU"):
         monkeypatch.delenv(key, raising=False)
     script.warn_single_process_launch(is_main=True)
@@ -155,7 +155,6 @@ def test_two_processes_train_one_adapter(tmp_path):
 
     from lora_helpers.models import find_base_model
 
-    script = _load_script()
     out = tmp_path / "adapter_ddp"
     # A directory left by an earlier run: --overwrite may write into it, and stale rank files must go.
     (out / script.CHECKSUM_DIR).mkdir(parents=True)
@@ -166,7 +165,8 @@ def test_two_processes_train_one_adapter(tmp_path):
         "--n-train", "16", "--n-val", "4", "--n-test", "4", "--eval-steps", "2", "--output-dir", str(out),
         "--overwrite", "--debug-rank-checksums",
     ]
-    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600,
+                            check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
 
     ranks = [json.loads((out / script.CHECKSUM_DIR / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -179,7 +179,10 @@ def test_two_processes_train_one_adapter(tmp_path):
     # ...and still the same weights: the gradients were averaged across the two processes.
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
 
-    metrics = json.loads((out / script.METRICS_FILE).read_text(encoding="utf-8"))
+    metrics = read_metrics(out)  # the format scripts/build_adapters.py writes too
+    assert metrics == json.loads((out / script.METRICS_FILE).read_text(encoding="utf-8"))
+    assert metrics["settings"] == {**RECIPE.replace(max_steps=2, batch_size=2, n_train=16, n_val=4, n_test=4,
+                                                    eval_steps=2).as_dict(), "base_model": HUB_ID}
     assert metrics["world_size"] == 2 and metrics["distributed_type"] == "MULTI_CPU"
     assert metrics["steps"] == 2 and metrics["effective_batch_size"] == 2 * 2 * 1
     assert metrics["device"].startswith("cpu") and metrics["n_test"] == 4

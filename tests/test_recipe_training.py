@@ -1,0 +1,189 @@
+"""One home per fact: the training recipe, the tasks, the layer walk, the shared training function and metrics file.
+
+* the recipe (``lora_helpers.recipe.RECIPE``) is what the demo adapters in adapters/ were built with, and
+  what ``sft_config``, ``make_task_splits`` and scripts/train_lora.py take by default;
+* each course task carries its scoring, extra metrics and generation length;
+* ``lora_helpers.layers`` is the one layer walk (``params``, ``training``, ``merging`` and ``olora`` use it);
+* scripts/build_adapters.py runs ``train_lora_adapter`` (the function of scripts/train_lora.py) and writes
+  the same metrics file (tested end to end on a tiny model, in seconds, into a temporary folder).
+"""
+
+import inspect
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from lora_helpers import CourseError
+from lora_helpers.adapters import adapter_base_model, demo_adapter_path
+from lora_helpers.data import TASKS, get_task, make_task_splits
+from lora_helpers.evaluation import MAX_NEW_TOKENS, score_answer, task_metrics
+from lora_helpers.layers import linear_layers, linear_module_names, lora_layers
+from lora_helpers.params import lora_layer_params, lora_param_count
+from lora_helpers.recipe import RECIPE, Recipe
+from lora_helpers.training import METRICS_FILE, read_metrics, sft_config, write_metrics
+
+
+# --------------------------------------------------------------------------- the recipe
+def test_recipe_values():
+    assert (RECIPE.r, RECIPE.lora_alpha, RECIPE.lora_dropout, RECIPE.target_modules) == (8, 16, 0.0, "all-linear")
+    assert (RECIPE.learning_rate, RECIPE.max_steps, RECIPE.batch_size, RECIPE.grad_accum) == (1e-3, 30, 8, 1)
+    assert (RECIPE.n_train, RECIPE.n_val, RECIPE.n_test, RECIPE.max_length, RECIPE.seed) == (400, 40, 50, 160, 0)
+    assert RECIPE.lr_scheduler_type == "constant_with_warmup" and RECIPE.warmup_steps() == 3
+    assert [RECIPE.warmup_steps(n) for n in (2, 10, 30, 60, 1000)] == [0, 1, 3, 5, 5]
+    with pytest.raises(AttributeError):
+        RECIPE.r = 4  # frozen: a variant is a copy
+    assert RECIPE.replace(r=4).r == 4 and RECIPE.r == 8
+    assert RECIPE.replace(target_modules=["q_proj", "v_proj"]) == Recipe(target_modules=("q_proj", "v_proj"))
+
+
+@pytest.mark.parametrize("task", ["don_hang", "ngay_thang"])
+def test_demo_adapters_were_built_with_the_recipe(task):
+    path = demo_adapter_path(task)
+    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (RECIPE.r, RECIPE.lora_alpha,
+                                                                          RECIPE.lora_dropout)
+    assert sorted(config["target_modules"]) == sorted(linear_names_of_smollm2())  # "all-linear", resolved by peft
+    metrics = read_metrics(path)
+    assert metrics["task"] == task and metrics["steps"] == RECIPE.max_steps
+    assert metrics["settings"] == {"r": RECIPE.r, "seed": RECIPE.seed, "max_steps": RECIPE.max_steps}
+    assert 0.0 <= metrics["base_test_accuracy"] <= metrics["test_accuracy"] <= 1.0
+    card = (path / "README.md").read_text(encoding="utf-8")
+    assert f"| {RECIPE.max_steps} / {RECIPE.learning_rate} / {RECIPE.batch_size} |" in card
+    assert f"| {RECIPE.r} / {RECIPE.lora_alpha} / {RECIPE.lora_dropout} |" in card
+    assert f"{RECIPE.n_train} train, {RECIPE.n_test} test" in card
+
+
+def linear_names_of_smollm2():
+    return ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def test_recipe_lora_config_and_sft_config():
+    config = RECIPE.lora_config()
+    assert isinstance(config, LoraConfig)
+    assert (config.r, config.lora_alpha, config.lora_dropout, config.target_modules) == (8, 16, 0.0, "all-linear")
+    assert str(config.task_type).endswith("CAUSAL_LM")
+    assert set(RECIPE.replace(target_modules=("q_proj",)).lora_config(r=2).target_modules) == {"q_proj"}
+
+    args = sft_config("unused", device="cpu")
+    assert (args.max_steps, args.learning_rate, args.per_device_train_batch_size) == (30, 1e-3, 8)
+    assert (args.per_device_eval_batch_size, args.gradient_accumulation_steps, args.warmup_steps) == (16, 1, 3)
+    assert (args.eval_steps, args.seed, args.data_seed, args.max_length) == (10, 0, 0, 160)
+    assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "constant_with_warmup"
+    assert args.use_cpu and not args.bf16 and not args.fp16
+    custom = sft_config("unused", max_steps=60, recipe=RECIPE.replace(grad_accum=2), device="cpu")
+    assert (custom.max_steps, custom.warmup_steps, custom.gradient_accumulation_steps) == (60, 5, 2)
+
+
+def test_split_defaults_are_the_recipe():
+    defaults = {k: p.default for k, p in inspect.signature(make_task_splits).parameters.items() if k != "task"}
+    assert defaults == {"n_train": RECIPE.n_train, "n_val": RECIPE.n_val, "n_test": RECIPE.n_test,
+                        "seed": RECIPE.seed}
+
+
+# --------------------------------------------------------------------------- the tasks
+def test_each_task_scores_its_answers():
+    order = TASKS["don_hang"]
+    ref = json.dumps({"ten": "Lan", "mon": "phở bò", "so_luong": 2, "dia_chi": "Quận 1"}, ensure_ascii=False)
+    assert order.score(ref, ref) and not order.score("không phải json", ref)
+    assert order.extra_metrics([ref, "không phải json"]) == {"valid_json": 0.5}
+    assert order.extra_metrics([]) == {"valid_json": 0.0}
+    date = TASKS["ngay_thang"]
+    assert date.score(" 2024-03-05\n", "2024-03-05") and not date.score("2024-3-5", "2024-03-05")
+    assert date.extra_metrics(["2024-03-05"]) == {}
+    assert MAX_NEW_TOKENS == {"don_hang": 80, "ngay_thang": 16}
+    assert {name: t.max_new_tokens for name, t in TASKS.items()} == MAX_NEW_TOKENS
+    # the evaluation helpers delegate to the task
+    assert score_answer("don_hang", ref, ref) and task_metrics("ngay_thang", ["x"], ["x"]) == {"accuracy": 1.0, "n": 1}
+    with pytest.raises(CourseError, match="don_hang"):
+        score_answer("khong_co", "a", "a")
+    assert get_task("don_hang") is order
+
+
+# --------------------------------------------------------------------------- the layer walk
+def test_layer_walk(tiny_model_factory):
+    model = tiny_model_factory()
+    names = linear_module_names(model)
+    assert names == sorted(linear_names_of_smollm2())  # lm_head excluded
+    assert len(linear_layers(model)) == 2 * 7
+    assert [n for n, _ in linear_layers(model, ["q_proj"])] == ["model.layers.0.self_attn.q_proj",
+                                                                 "model.layers.1.self_attn.q_proj"]
+    q = linear_layers(model, ["q_proj"])[0][1]
+    assert lora_layer_params(4, q.in_features, q.out_features) == 4 * (q.in_features + q.out_features)
+    assert lora_param_count(model, 4, ["q_proj"]) == 2 * lora_layer_params(4, q.in_features, q.out_features)
+
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    assert len(lora_layers(peft_model)) == 4 and len(lora_layers(peft_model, "default")) == 4
+    assert lora_layers(peft_model, "khac") == []
+    from lora_helpers import merging
+
+    assert merging.lora_layers is lora_layers  # the lessons import it from merging
+
+
+# --------------------------------------------------------------------------- the metrics file
+def test_metrics_file_round_trip(tmp_path):
+    metrics = {"task": "ngay_thang", "test_accuracy": 0.75, "test_metric": "khớp chuỗi tuyệt đối",
+               "settings": RECIPE.as_dict()}
+    path = write_metrics(tmp_path, metrics)
+    assert path.name == METRICS_FILE and path.read_text(encoding="utf-8").endswith("}\n")
+    assert "khớp chuỗi tuyệt đối" in path.read_text(encoding="utf-8")  # UTF-8, not \u escapes
+    assert read_metrics(tmp_path) == metrics
+    with pytest.raises(CourseError, match=METRICS_FILE):
+        read_metrics(tmp_path / "khong_co")
+
+
+# --------------------------------------------------------------------------- the shared training function
+@pytest.fixture
+def tiny_base_dir(tmp_path, tiny_model_factory, tiny_tokenizer, monkeypatch):
+    """A tiny saved base model + tokenizer, made the course model through LORA_COURSE_MODEL."""
+    path = tmp_path / "tiny_base"
+    tiny_model_factory().save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    monkeypatch.setenv("LORA_COURSE_MODEL", str(path))
+    return path
+
+
+def test_build_adapters_trains_with_the_shared_function(tiny_base_dir, tmp_path, capsys):
+    """scripts/build_adapters.py end to end on a tiny model: adapter, model card and metrics.json."""
+    from scripts import build_adapters
+
+    recipe = RECIPE.replace(r=2, lora_alpha=4, max_steps=2, batch_size=2, n_train=4, n_val=2, n_test=3)
+    out = tmp_path / "adapters"
+    facts = build_adapters.build("ngay_thang", out, recipe)
+    target = out / "ngay_thang"
+    assert sorted(p.name for p in target.iterdir()) == ["README.md", "adapter_config.json",
+                                                        "adapter_model.safetensors", METRICS_FILE]
+    assert adapter_base_model(target) == "HuggingFaceTB/SmolLM2-135M-Instruct"  # not the tiny model's path
+    metrics = read_metrics(target)
+    assert metrics["task"] == "ngay_thang" and metrics["steps"] == 2 and metrics["n_test"] == 3
+    assert metrics["world_size"] == 1 and metrics["device"].startswith("cpu")
+    assert metrics["eval_loss"] is None  # no validation split during the build
+    assert metrics["base_test_accuracy"] == facts["before"] and metrics["test_accuracy"] == facts["after"]
+    assert metrics["settings"] == {**recipe.as_dict(), "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
+    config = json.loads((target / "adapter_config.json").read_text(encoding="utf-8"))
+    assert (config["r"], config["lora_alpha"]) == (2, 4)
+    card = (target / "README.md").read_text(encoding="utf-8")
+    assert "| 2 / 0.001 / 2 |" in card and "4 train, 3 test" in card
+    assert not (out / ".ngay_thang.new").exists()
+
+
+def test_train_lora_adapter_with_validation(tiny_base_dir):
+    from lora_helpers.training import train_lora_adapter
+
+    recipe = RECIPE.replace(r=2, max_steps=3, batch_size=2, n_train=6, n_val=2, n_test=2, eval_steps=2)
+    seen = []
+    run = train_lora_adapter("ngay_thang", recipe, device="cpu", verbose=False,
+                             before_training=lambda r: seen.append(r.trainer.state.global_step))
+    assert seen == [0]  # called once, before the first step
+    evals = [e["step"] for e in run.trainer.state.log_history if "eval_loss" in e]
+    assert evals == [2, 3]  # every eval_steps, and once more at the end
+    assert run.base_test is None and len(run.test_rows) == 2 and len(run.data["test"]) == RECIPE.n_test
+    assert run.data["train"]["messages"] == make_task_splits("ngay_thang", n_train=6, n_val=2)["train"]["messages"]
+    test = run.evaluate_test()
+    metrics = run.metrics(base_model="tiny")
+    assert metrics["test_accuracy"] == test["accuracy"] and metrics["n_test"] == 2
+    assert metrics["effective_batch_size"] == 2 and metrics["settings"]["base_model"] == "tiny"
+    assert torch.isfinite(torch.tensor(metrics["eval_loss"]))
+    with pytest.raises(CourseError, match="n_test"):
+        train_lora_adapter("ngay_thang", recipe.replace(n_test=RECIPE.n_test + 1), device="cpu", verbose=False)
