@@ -1,12 +1,31 @@
-"""Where are we running? Device, dtype, Colab/offline detection, seeds, versions."""
+"""Where are we running? Device, precision, Colab/offline detection, seeds, versions.
+
+Precision is decided in one place, :func:`precision_profile`, for every device:
+
+* CUDA: bf16 where the GPU computes it natively (Ampere and later), else fp16 (a T4 on free Colab),
+  never emulated bf16;
+* CPU: fp32, or mixed precision (fp32 weights, bf16 compute under autocast) where the CPU computes bf16
+  natively (``avx512_bf16``/``amx_bf16`` on x86, ``bf16`` on Arm) *and* a timed matmul confirms it is faster.
+  Many laptops lack native bf16: there it is emulated and many times slower, so they stay in fp32.
+  ``LORA_COURSE_PRECISION=fp32`` (or ``bf16``) overrides the choice.
+
+Computations that compare numbers (step-0 equality, merge parity, identical logits, the DPO reference
+log-probs) run in fp32 whatever the profile: the profile only applies to training and to the
+evaluation of task metrics.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.metadata
 import os
+import platform
 import random
 import socket
 import sys
+import time
+from dataclasses import dataclass
 
 HUB_HOST = "huggingface.co"
 
@@ -47,14 +66,155 @@ def pick_device() -> str:
     return "cpu"
 
 
+def cuda_bf16_native() -> bool:
+    """True when the CUDA GPU computes bf16 in hardware (compute capability 8.0+), emulation not counted."""
+    import torch
+
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.3 has no `including_emulation`: read the capability
+        return torch.cuda.get_device_capability()[0] >= 8
+
+
 def pick_dtype(device: str | None = None):
-    """The dtype to load and train in: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU."""
+    """The dtype to load a model in for inference: bf16 on GPUs that compute it natively, fp16 on older GPUs
+    (a T4), fp32 on CPU (where bf16, when native, is used as autocast compute only: see :func:`precision_profile`)."""
     import torch
 
     device = device or pick_device()
     if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_bf16_native() else torch.float16
     return torch.float32
+
+
+ENV_PRECISION = "LORA_COURSE_PRECISION"
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX-512 BF16, AMX) and Arm (FEAT_BF16) names
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags as the OS reports them (Linux /proc/cpuinfo, macOS sysctl); None when unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in {"flags", "features"}:
+                    return set(value.split())
+    except OSError:
+        pass
+    if platform.system() == "Darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True,
+                                 timeout=5, check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return {"bf16"} if out == "1" else set()
+    return None
+
+
+def _matmul_seconds(dtype, size: int = 256, repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@dataclass(frozen=True)
+class CpuBf16:
+    """Whether this CPU computes bf16 natively, and the evidence (Vietnamese, printed in the lessons)."""
+
+    native: bool
+    evidence: str
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_native(flags=..., timer=None) -> CpuBf16:
+    """Ask the OS for the CPU's bf16 flags, and confirm with a tiny timed matmul (bf16 must be ≥1.2× faster).
+
+    Where the OS cannot tell, the timing alone decides. ``flags`` (a frozenset, or None for "the OS cannot tell";
+    default: ask the OS) and ``timer`` (``timer(dtype) -> seconds``) are for tests. Cached: a lesson decides once.
+    """
+    import torch
+
+    flags = cpu_flags() if flags is ... else flags
+    timer = timer or _matmul_seconds
+    if flags is not None and not (_BF16_FLAGS & set(flags)):
+        return CpuBf16(False, "CPU không có lệnh bf16 (avx512_bf16/amx_bf16): bf16 chỉ được giả lập, chậm hơn fp32")
+    fp32, bf16 = timer(torch.float32), timer(torch.bfloat16)
+    ratio = fp32 / bf16 if bf16 > 0 else 0.0
+    source = "CPU có lệnh bf16" if flags is not None else "không đọc được cờ CPU"
+    if ratio >= 1.2:
+        return CpuBf16(True, f"{source}; đo: nhân ma trận bf16 nhanh gấp {ratio:.1f} lần fp32")
+    return CpuBf16(False, f"{source}; nhưng đo: nhân ma trận bf16 chỉ bằng {ratio:.2f} lần tốc độ fp32")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the course computes on a device: the dtype weights are loaded in for training, the autocast
+    compute dtype (None: plain fp32), and why (one Vietnamese line)."""
+
+    device: str
+    compute: str  # "fp32", "bf16" or "fp16"
+    reason: str
+
+    @property
+    def bf16(self) -> bool:
+        """For ``SFTConfig``/``DPOConfig(bf16=...)``: mixed precision with bf16 compute."""
+        return self.compute == "bf16"
+
+    @property
+    def fp16(self) -> bool:
+        """For ``SFTConfig``/``DPOConfig(fp16=...)``: mixed precision with fp16 compute (GPUs without bf16)."""
+        return self.compute == "fp16"
+
+    @property
+    def autocast_dtype(self):
+        import torch
+
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.compute)
+
+    def autocast(self):
+        """``torch.autocast`` for evaluation under this profile (a no-op context in fp32)."""
+        import torch
+
+        if self.autocast_dtype is None or self.device not in {"cpu", "cuda"}:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device, dtype=self.autocast_dtype)
+
+    def describe(self) -> str:
+        names = {"fp32": "float32", "bf16": "hỗn hợp bf16 (trọng số fp32, tính bằng bf16)",
+                 "fp16": "hỗn hợp fp16 (trọng số fp32, tính bằng fp16)"}
+        return f"{names[self.compute]} trên {self.device}: {self.reason}"
+
+
+def precision_profile(device: str | None = None) -> Precision:
+    """The one decision of precision for training and task evaluation on ``device`` (default: this machine's)."""
+    device = device or pick_device()
+    forced = os.environ.get(ENV_PRECISION, "auto").strip().lower()
+    if forced not in {"auto", "fp32", "bf16"}:
+        from .errors import CourseError
+
+        raise CourseError(f"{ENV_PRECISION}={forced!r} không hợp lệ.", f"Dùng một trong: auto, fp32, bf16 "
+                          f"(ví dụ `export {ENV_PRECISION}=fp32`).")
+    if forced == "fp32":
+        return Precision(device, "fp32", f"do bạn đặt {ENV_PRECISION}=fp32")
+    if device == "cuda":
+        if cuda_bf16_native():
+            return Precision(device, "bf16", "GPU tính bf16 bằng phần cứng")
+        return Precision(device, "fp16", "GPU không tính bf16 bằng phần cứng (ví dụ T4): dùng fp16, không giả lập bf16")
+    if device == "cpu":
+        if forced == "bf16":
+            return Precision(device, "bf16", f"do bạn đặt {ENV_PRECISION}=bf16")
+        check = cpu_bf16_native()
+        return Precision(device, "bf16" if check.native else "fp32", check.evidence)
+    return Precision(device, "fp32", f"{device}: giữ float32 (an toàn nhất)")
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -84,9 +244,11 @@ def library_versions(packages=COURSE_PACKAGES) -> dict[str, str]:
 
 
 def print_environment() -> None:
-    """Print library versions, device and dtype: the first thing to paste into a bug report."""
+    """Print library versions, device, dtype and the precision profile (one line saying which and why):
+    the first thing to paste into a bug report."""
     for name, version in library_versions().items():
         print(f"{name:<13}{version}")
     device = pick_device()
-    print(f"{'thiết bị':<13}{device}  (dtype {str(pick_dtype(device)).replace('torch.', '')})")
+    print(f"{'thiết bị':<13}{device}  (nạp trọng số: {str(pick_dtype(device)).replace('torch.', '')})")
+    print(f"{'độ chính xác':<13}{precision_profile(device).describe()}")
     print(f"{'Colab':<13}{'có' if in_colab() else 'không'}")

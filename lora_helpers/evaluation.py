@@ -1,10 +1,11 @@
-"""Generation and the task metrics: exact match for dates, exact JSON match for orders."""
+"""Generation and the task metrics (each task scores its answers: see ``lora_helpers.data.Task``)."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 
-from .data import get_task, prompts_of
+from .data import TASKS, get_task, prompts_of
+from .env import precision_profile
 
 
 def generate(model, tokenizer, prompts, max_new_tokens: int = 48, batch_size: int = 16) -> list[str]:
@@ -37,42 +38,39 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 48, batch_size: in
     return answers
 
 
-def _parse_json(text: str):
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, TypeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def score_answer(task: str, prediction: str, reference: str) -> bool:
-    """True when ``prediction`` is right for ``task`` (JSON compared as objects, dates as strings)."""
-    get_task(task)
-    if task == "don_hang":
-        parsed = _parse_json(prediction)
-        return parsed is not None and parsed == json.loads(reference)
-    return prediction.strip() == reference.strip()
+    """True when ``prediction`` is right for ``task`` (the task's own rule: ``get_task(task).score``)."""
+    return get_task(task).score(prediction, reference)
 
 
 def task_metrics(task: str, predictions, references) -> dict:
-    """Accuracy (and, for JSON, the valid-JSON rate) over a list of predictions."""
+    """Accuracy over a list of predictions, plus the task's extra metrics (orders: the valid-JSON rate)."""
+    spec = get_task(task)
+    predictions = list(predictions)
     n = len(references)
-    correct = sum(score_answer(task, p, r) for p, r in zip(predictions, references))
+    correct = sum(spec.score(p, r) for p, r in zip(predictions, references))
     metrics = {"accuracy": correct / n if n else 0.0, "n": n}
-    if task == "don_hang":
-        metrics["valid_json"] = sum(_parse_json(p) is not None for p in predictions) / n if n else 0.0
+    metrics.update(spec.extra_metrics(predictions))
     return metrics
 
 
-MAX_NEW_TOKENS = {"don_hang": 80, "ngay_thang": 16}  # room for the longest right answer, plus some
+# Generation length per task (room for the longest right answer, plus some), read from the tasks.
+MAX_NEW_TOKENS = {name: spec.max_new_tokens for name, spec in TASKS.items()}
 
 
 def evaluate_task(model, tokenizer, dataset, task: str | None = None, max_new_tokens: int | None = None,
-                  batch_size: int = 16) -> dict:
-    """Generate greedily for every row of ``dataset`` and score it; returns metrics and predictions."""
+                  batch_size: int = 16, precision=None) -> dict:
+    """Generate greedily for every row of ``dataset`` and score it; returns metrics and predictions.
+
+    Runs under the precision profile of the model's device (``env.precision_profile``: bf16 autocast only where
+    it is native and faster, else as loaded); pass ``precision=False`` to evaluate exactly as loaded (parity checks).
+    """
     task = task or dataset[0]["task"]
-    max_new_tokens = max_new_tokens or MAX_NEW_TOKENS.get(task, 48)
-    predictions = generate(model, tokenizer, prompts_of(dataset), max_new_tokens, batch_size)
+    max_new_tokens = max_new_tokens or get_task(task).max_new_tokens
+    if precision is None:
+        precision = precision_profile(next(model.parameters()).device.type)
+    with precision.autocast() if precision else contextlib.nullcontext():
+        predictions = generate(model, tokenizer, prompts_of(dataset), max_new_tokens, batch_size)
     metrics = task_metrics(task, predictions, dataset["answer"])
     metrics["predictions"] = predictions
     return metrics
