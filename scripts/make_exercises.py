@@ -1,13 +1,13 @@
 """Generate the exercise notebooks (exercises/) from the solution notebooks (solutions/).
 
-    python scripts/make_exercises.py               # write exercises/ from solutions/ (only what changed)
-    python scripts/make_exercises.py --solutions   # first rebuild solutions/ from scripts/exercise_sources/*.py
-    python scripts/make_exercises.py --check       # write nothing; exit 1 if anything is stale
+    python scripts/make_exercises.py           # write exercises/ from solutions/ (only what changed)
+    python scripts/make_exercises.py --check   # write nothing; exit 1 if anything is stale
 
 Then execute the notebooks that were written (``make exercises`` does it all): committed
 notebooks carry their outputs, and nbval compares the checked cells.
 
-The single source of an exercise is its solution, marked nbgrader-style:
+The single source of an exercise is its solution notebook in ``solutions/`` (edit it in
+JupyterLab like any lesson), marked nbgrader-style:
 
 * code cells: the lines from ``### BEGIN SOLUTION`` to ``### END SOLUTION`` (markers at the
   start of a line, at top level) are replaced by ``# VIẾT CODE CỦA BẠN Ở ĐÂY`` and one
@@ -19,7 +19,8 @@ The single source of an exercise is its solution, marked nbgrader-style:
   ``<!-- EXERCISE: text -->`` is shown as ``text`` in the exercise only;
 * the Colab badge link ``.../solutions/X_solutions.ipynb`` becomes ``.../exercises/X_exercises.ipynb``.
 
-``solutions/NN_topic_solutions.ipynb`` gives ``exercises/NN_topic_exercises.ipynb``. Outputs and
+``solutions/<lesson>_solutions.ipynb`` gives ``exercises/<lesson>_exercises.ipynb``, where ``<lesson>``
+is the name of the lesson notebook in ``notebooks/``. Outputs and
 execution counts are cleared. ``tests/test_exercises.py`` regenerates and compares cell sources,
 so the two folders never drift.
 """
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -36,7 +36,7 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS, EXERCISES, SOURCES = ROOT / "solutions", ROOT / "exercises", ROOT / "scripts" / "exercise_sources"
+SOLUTIONS, EXERCISES = ROOT / "solutions", ROOT / "exercises"
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
@@ -50,7 +50,7 @@ class MarkerError(ValueError):
 
 
 def exercise_name(solution_name: str) -> str:
-    """``01_x_solutions.ipynb`` -> ``01_x_exercises.ipynb``."""
+    """``lesson_solutions.ipynb`` -> ``lesson_exercises.ipynb``."""
     if not solution_name.endswith(SOLUTION_SUFFIX):
         raise MarkerError(f"{solution_name}: a solution notebook's name must end with {SOLUTION_SUFFIX}")
     return solution_name[: -len(SOLUTION_SUFFIX)] + EXERCISE_SUFFIX
@@ -163,19 +163,6 @@ def cell_sources(notebook) -> list[tuple[str, str]]:
     return [(c.cell_type, c.source) for c in notebook.cells]
 
 
-def builders() -> list[Path]:
-    """The solution builder scripts, one per solution notebook."""
-    return sorted(p for p in SOURCES.glob("[0-9]*.py"))
-
-
-def load_builder(path: Path):
-    """Import a builder script (its module has ``NAME`` and ``build()``)."""
-    spec = importlib.util.spec_from_file_location(f"exercise_source_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _write_if_changed(notebook, path: Path, check: bool) -> bool:
     """Write ``notebook`` unless ``path`` already has the same cell sources. True when stale."""
     if path.exists() and cell_sources(nbformat.read(str(path), as_version=4)) == cell_sources(notebook):
@@ -188,20 +175,11 @@ def _write_if_changed(notebook, path: Path, check: bool) -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--solutions", action="store_true", help="rebuild solutions/ from scripts/exercise_sources first")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when something is stale")
     args = parser.parse_args(argv)
     stale = []
-    if args.solutions or args.check:
-        for path in builders():
-            module = load_builder(path)
-            target = SOLUTIONS / module.NAME
-            if _write_if_changed(module.build(), target, args.check):
-                stale.append(target)
     for path in sorted(SOLUTIONS.glob(f"*{SOLUTION_SUFFIX}")):
         solution = nbformat.read(str(path), as_version=4)
-        if path in stale and args.check:
-            solution = load_builder(SOURCES / f"{path.name[: -len(SOLUTION_SUFFIX)]}.py").build()
         target = EXERCISES / exercise_name(path.name)
         if _write_if_changed(make_exercise(solution, path.name), target, args.check):
             stale.append(target)

@@ -5,7 +5,12 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from lora_helpers import CourseError
 from lora_helpers.adapters import (
     adapter_base_model,
-    check_adapter_dir, demo_adapter_path, ensure_fresh_dir, human_size, load_adapter_checked, save_adapter,
+    check_adapter_dir,
+    demo_adapter_path,
+    ensure_fresh_dir,
+    human_size,
+    load_adapter_checked,
+    save_adapter,
     set_adapter_checked,
 )
 from lora_helpers.training import check_lora_config, loss_history, steps_to_reach

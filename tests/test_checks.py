@@ -12,11 +12,24 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from lora_helpers import checks
-from lora_helpers.checks import (CheckResult, answer_format, check_curve_comparison, check_delta_weight,
-                                 check_drift_detected, check_loaded_adapters, check_lora_config_spec,
-                                 check_lora_output, check_lora_param_count, check_merged_model,
-                                 check_parity_passed, check_routed_answers, check_router, check_task_scores,
-                                 check_trained_lora, check_weighted_adapter)
+from lora_helpers.checks import (
+    CheckResult,
+    answer_format,
+    check_curve_comparison,
+    check_delta_weight,
+    check_drift_detected,
+    check_loaded_adapters,
+    check_lora_config_spec,
+    check_lora_output,
+    check_lora_param_count,
+    check_merged_model,
+    check_parity_passed,
+    check_routed_answers,
+    check_router,
+    check_task_scores,
+    check_trained_lora,
+    check_weighted_adapter,
+)
 from lora_helpers.data import make_task_splits
 from lora_helpers.evaluation import task_metrics
 from lora_helpers.parity import ParityResult, check_parity_ids
@@ -400,7 +413,6 @@ def test_parity_passed():
 def test_every_check_has_a_test():
     """A new check without a test in tests/test_checks*.py is a defect: list them all there."""
     import inspect
-
     from pathlib import Path
 
     here = Path(inspect.getsourcefile(test_parity_passed)).parent

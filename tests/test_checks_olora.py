@@ -12,11 +12,10 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from lora_helpers.checks import (check_olora_conversion, check_olora_init, check_olora_parity,
-                                 check_shifted_layer_count)
-from tests.test_checks import ok, todo, wrong
+from lora_helpers.checks import check_olora_conversion, check_olora_init, check_olora_parity, check_shifted_layer_count
 from lora_helpers.olora import olora_factors
 from lora_helpers.parity import check_parity_ids
+from tests.test_checks import ok, todo, wrong
 
 R, ALPHA = 4, 8
 S = ALPHA / R

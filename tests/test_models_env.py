@@ -1,7 +1,6 @@
 import pytest
 
-from lora_helpers import CourseError
-from lora_helpers import env, models
+from lora_helpers import CourseError, env, models
 
 
 def test_hub_probe_respects_offline_switch(monkeypatch):

@@ -4,8 +4,13 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from lora_helpers.params import (PeakMemory, lora_param_count, lora_param_table, trainable_parameters,
-                                 training_memory_estimate)
+from lora_helpers.params import (
+    PeakMemory,
+    lora_param_count,
+    lora_param_table,
+    trainable_parameters,
+    training_memory_estimate,
+)
 
 
 def peft_count(model, r, targets):

@@ -6,8 +6,16 @@ import torch
 from lora_helpers import CourseError
 from lora_helpers.data import make_task_splits
 from lora_helpers.preferences import (
-    MISTAKES, applicable_mistakes, check_preference_dataset, completion_logps, dpo_log_curves,
-    implicit_reward_margins, make_preference_splits, parse_iso_date, preference_accuracy, rejected_answer,
+    MISTAKES,
+    applicable_mistakes,
+    check_preference_dataset,
+    completion_logps,
+    dpo_log_curves,
+    implicit_reward_margins,
+    make_preference_splits,
+    parse_iso_date,
+    preference_accuracy,
+    rejected_answer,
 )
 
 

