@@ -39,9 +39,9 @@ EXECUTE := HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --i
 
 notebooks: setup
 	$(BIN)/python scripts/setup_cell.py
-	for nb in $(NB); do echo "== $$nb"; $(EXECUTE) "$$nb" || exit 1; done
+	for nb in $(NB); do echo "== $$nb"; t=$$(date +%s); $(EXECUTE) "$$nb" || exit 1; echo "== $$nb: $$(( $$(date +%s) - t )) s"; done
 	$(BIN)/python scripts/make_exercises.py
-	for nb in exercises/*.ipynb; do echo "== $$nb"; $(EXECUTE) "$$nb" || exit 1; done
+	for nb in exercises/*.ipynb; do echo "== $$nb"; t=$$(date +%s); $(EXECUTE) "$$nb" || exit 1; echo "== $$nb: $$(( $$(date +%s) - t )) s"; done
 	$(MAKE) images
 
 # exercises/ from solutions/ (never edit exercises/ by hand), then execute the exercise notebooks that changed.

@@ -1,13 +1,15 @@
 """Draw every figure of the course into images/, deterministically (same inputs -> same bytes).
 
-    python scripts/make_figures.py                 # all figures into images/
+    python scripts/make_figures.py                 # all figures into images/ (make images)
     python scripts/make_figures.py --out /tmp/fig  # somewhere else (tests/test_figures.py does this)
 
 Every number on a figure is computed here from the real artefacts: the base model's
 config.json and safetensors header (found with ``lora_helpers.models.find_base_model``),
 the demo adapters in adapters/, peft's own OLoRA initialisation on a small matrix, and
-the measurements a lesson writes to images/data/ (the LoRA-vs-full figure is skipped,
-with a message, while that data file does not exist).
+the measurements notebooks/lora_finetuning.ipynb writes to outputs/lora_finetuning/measurements.json
+(ignored by git): ``make images`` copies them to images/data/lora_vs_full.json (committed, so the
+figure can be redrawn and tested without re-running the lesson). The lesson itself never writes
+into images/. The LoRA-vs-full figure is skipped, with a message, while no data file exists.
 
 Determinism: PNG through Agg, matplotlib's default style, only the fonts bundled with
 matplotlib, and no timestamp or software version in the PNG metadata. The matplotlib
@@ -42,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 IMAGES = ROOT / "images"
 DATA_FILE = IMAGES / "data" / "lora_vs_full.json"
+LESSON_MEASUREMENTS = ROOT / "outputs" / "lora_finetuning" / "measurements.json"  # written by the lesson's run
+RERUN_HINT = "Chạy lại notebooks/lora_finetuning.ipynb (make notebooks), rồi make images."
 DPI = 110
 FONT_SIZE = 11
 
@@ -474,20 +478,18 @@ def load_measurements(path: Path) -> dict:
     runs = data.get("runs") if isinstance(data, dict) else None
     if not isinstance(runs, dict) or len(runs) < 2:
         raise CourseError(f"`{path}` thiếu mục `runs` (cần ít nhất hai lần chạy để so sánh).",
-                          "Chạy lại notebooks/lora_finetuning.ipynb với LORA_COURSE_WRITE_FIGURE_DATA=1.")
+                          RERUN_HINT)
     for label, run in runs.items():
         missing = [k for k in DATA_KEYS if not isinstance(run.get(k), (int, float)) or isinstance(run.get(k), bool)]
         if missing:
             raise CourseError(f"Lần chạy `{label}` trong `{path}` thiếu số đo: {', '.join(missing)}.",
-                              "Chạy lại notebooks/lora_finetuning.ipynb với LORA_COURSE_WRITE_FIGURE_DATA=1.")
+                              RERUN_HINT)
     return data
 
 
 def figure_lora_vs_full(out_dir: Path, data_path: Path) -> Path | None:
     if not Path(data_path).is_file():
-        print(f"  BỎ QUA lora_vs_full.png: chưa có tệp số đo {shown(data_path)}.\n"
-              f"  Tạo tệp bằng cách chạy bài notebooks/lora_finetuning.ipynb với LORA_COURSE_WRITE_FIGURE_DATA=1 "
-              f"(make notebooks), rồi chạy lại script này.")
+        print(f"  BỎ QUA lora_vs_full.png: chưa có tệp số đo {shown(data_path)}.\n  {RERUN_HINT}")
         return None
     data = load_measurements(data_path)
     runs = data["runs"]
@@ -555,12 +557,29 @@ def make_all(out_dir: Path = IMAGES, data_path: Path = DATA_FILE) -> list[Path]:
     return [p for p in written if p is not None]
 
 
+def refresh_figure_data(source: Path = LESSON_MEASUREMENTS, target: Path = DATA_FILE) -> bool:
+    """Copy the measurements of the lesson's latest run (outputs/, not committed) to images/data/ (committed).
+
+    True when ``target`` changed. Nothing happens when the lesson has not been run on this machine.
+    """
+    if not source.is_file():
+        return False
+    text = json.dumps(json.loads(source.read_text(encoding="utf-8")), ensure_ascii=False, indent=2) + "\n"
+    if target.is_file() and target.read_text(encoding="utf-8") == text:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    return True
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Vẽ lại mọi hình của khoá học vào images/.")
     parser.add_argument("--out", type=Path, default=IMAGES, help="thư mục ghi hình (mặc định: images/)")
     parser.add_argument("--data", type=Path, default=DATA_FILE,
                         help="tệp số đo cho hình LoRA so với toàn bộ (mặc định: images/data/lora_vs_full.json)")
     args = parser.parse_args(argv)
+    if args.data == DATA_FILE and refresh_figure_data():
+        print(f"Cập nhật {shown(DATA_FILE)} từ lần chạy mới nhất của bài: {shown(LESSON_MEASUREMENTS)}")
     print(f"Vẽ hình vào {shown(args.out)}/")
     written = make_all(args.out, args.data)
     print(f"Xong: {len(written)} hình.")

@@ -5,6 +5,8 @@ shapes, weights and configs, so what holds here holds for the course model.
 """
 
 import copy
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -311,9 +313,36 @@ def test_curve_comparison():
     histories = {"a": {"train": [(1, 2.0), (2, 0.4)], "eval": []}, "b": {"train": [(1, 2.0), (2, 1.1)], "eval": []}}
     ok(check_curve_comparison("a", histories))
     todo(check_curve_comparison(None, histories))
-    wrong(check_curve_comparison("b", histories), "cao hơn `a`")
+    wrong(check_curve_comparison("b", histories), "không phải lần chạy kết thúc với loss huấn luyện thấp nhất")
     wrong(check_curve_comparison("r=4", histories), "không phải tên một lần chạy")
     wrong(check_curve_comparison("a", None), "chưa có đường")
+
+
+def test_curve_comparison_does_not_reveal_the_answer():
+    """Gaming: answer every label in turn and read the hints. A wrong pick must not name the right run."""
+    histories = {"r=4": {"train": [(1, 2.0), (2, 0.9)], "eval": []}, "r=16": {"train": [(1, 2.0), (2, 0.3)], "eval": []},
+                 "q,v": {"train": [(1, 2.0), (2, 1.2)], "eval": []}}
+    for pick in ("r=4", "q,v"):
+        message = wrong(check_curve_comparison(pick, histories)).message
+        assert "r=16" not in message and "0.300" not in message, message
+    right = ok(check_curve_comparison("r=16", histories))
+    verdict, measured = right.message.split("\n")
+    assert "0.300" not in verdict and "0.300" in measured  # run-dependent numbers only on the masked line
+
+
+def test_check_messages_keep_run_numbers_off_the_compared_line():
+    """nbval compares check cells: the numbers of a run go on the line tests/sanitize.cfg masks."""
+    import configparser
+
+    from lora_helpers.checks._common import MEASURED, _ok
+
+    message = _ok("Đúng ý.", "loss 0.123").message
+    assert message.splitlines()[0] == "✅ Đúng rồi! Đúng ý." and message.splitlines()[1].startswith(MEASURED)
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).parent / "sanitize.cfg", encoding="utf-8")
+    pattern = next(cfg[s]["regex"] for s in cfg.sections() if MEASURED.strip() in cfg[s]["regex"])
+    masked = re.sub(pattern, "X", message)
+    assert "0.123" not in masked and "Đúng ý" in masked
 
 
 @pytest.fixture()

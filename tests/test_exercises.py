@@ -133,6 +133,24 @@ def test_every_exercise_is_followed_by_a_check_that_the_solution_passes(path):
     assert messages and all(m.startswith("✅") for m in messages), messages
 
 
+def unmarked_check_cells(notebook) -> list[int]:
+    """Indexes of the code cells that call a check but whose output nbval would not compare."""
+    return [i for i, c in enumerate(notebook.cells) if c.cell_type == "code"
+            and re.search(r"^check_\w+\(", c.source, re.MULTILINE) and "# NBVAL_CHECK_OUTPUT" not in c.source]
+
+
+@pytest.mark.parametrize("path", SOLUTIONS + EXERCISES, ids=lambda p: p.name)
+def test_every_check_cell_is_compared_by_nbval(path):
+    """A solution whose check prints ❌ (a wrong answer, a library change) must fail the suite."""
+    assert not unmarked_check_cells(read(path)), "start every check cell with `# NBVAL_CHECK_OUTPUT`"
+
+
+def test_marker_enforcement_catches_an_unmarked_check_cell():
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\ncheck_router(f)"),
+                                               nbformat.v4.new_code_cell("x = 1\ncheck_router(f)")])
+    assert unmarked_check_cells(notebook) == [1]
+
+
 @pytest.mark.parametrize("path", EXERCISES, ids=lambda p: p.name)
 def test_unanswered_exercises_report_not_done(path):
     messages = check_outputs(path)

@@ -239,3 +239,17 @@ def test_show_figure_displays_an_existing_file(monkeypatch, tmp_path, capsys):
     assert lf.figure_path("x.png") == png
     lf.show_figure("x.png", width=400)
     assert "Image" in capsys.readouterr().out
+
+
+def test_figure_data_comes_from_the_lessons_run_not_from_a_lesson_cell(tmp_path, figures):
+    """`make images` copies the lesson's outputs/ measurements into images/data/; no lesson writes images/."""
+    source, target = tmp_path / "measurements.json", tmp_path / "data" / "lora_vs_full.json"
+    assert not figures.refresh_figure_data(source, target)  # lesson not run here: nothing to copy
+    source.write_text('{"runs": {"a": {}, "b": {}}}', encoding="utf-8")
+    assert figures.refresh_figure_data(source, target)
+    assert json.loads(target.read_text(encoding="utf-8")) == {"runs": {"a": {}, "b": {}}}
+    assert not figures.refresh_figure_data(source, target)  # unchanged: not rewritten
+    for lesson in (ROOT / "notebooks").glob("*.ipynb"):
+        code = "".join("".join(c["source"]) for c in json.loads(lesson.read_text(encoding="utf-8"))["cells"]
+                       if c["cell_type"] == "code")
+        assert '"images"' not in code and "images/data" not in code, f"{lesson.name} writes figure data"

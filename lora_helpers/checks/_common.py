@@ -40,8 +40,13 @@ class CheckResult:
         print(self.message)
 
 
-def _ok(text: str) -> CheckResult:
-    return CheckResult(OK, f"✅ Đúng rồi! {text}")
+MEASURED = "   Số đo của lần chạy này:"  # tests/sanitize.cfg masks the rest of this line for nbval
+
+
+def _ok(text: str, measured: str | None = None) -> CheckResult:
+    """A right answer. ``text`` must read the same on every run (nbval compares it); numbers that vary from run
+    to run (losses, accuracies) go in ``measured``, printed on a line of their own that nbval does not compare."""
+    return CheckResult(OK, f"✅ Đúng rồi! {text}" + (f"\n{MEASURED} {measured}" if measured else ""))
 
 
 def _wrong(problem: str, hint: str) -> CheckResult:

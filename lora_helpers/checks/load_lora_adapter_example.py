@@ -264,4 +264,4 @@ def check_task_scores(scores, test_sets) -> CheckResult:
                 hint = "Độ chính xác ở đây là tỉ lệ 0–1 (0.45), không phải phần trăm (45)."
             return _wrong(f"`{task}`: accuracy = {accuracy} nhưng các câu trả lời cho {expected:.2f}.", hint)
     summary = ", ".join(f"{t}: {scores[t]['accuracy']:.0%}" for t in test_sets)
-    return _ok(f"Đã đo đủ các tác vụ trên đúng tập kiểm tra ({summary}).")
+    return _ok("Đã đo đủ các tác vụ trên đúng tập kiểm tra.", f"độ chính xác {summary}.")

@@ -182,13 +182,14 @@ def check_curve_comparison(answer, histories) -> CheckResult:
         return _wrong(f"{answer!r} không phải tên một lần chạy; các lần chạy: {list(final)}.",
                       "Trả lời bằng đúng một khoá của `lich_su`.")
     best = min(final, key=final.get)
-    if answer != best:
+    if answer != best:  # the message names the learner's pick only: it must not give the answer away
         return _wrong(
-            f"loss huấn luyện ở bước cuối của `{answer}` là {final[answer]:.3f}, cao hơn `{best}` ({final[best]:.3f}).",
-            "Đọc giá trị cuối của mỗi đường (`lich_su[tên]['train'][-1]`), hoặc nhìn đồ thị (trục log).",
+            f"`{answer}` không phải lần chạy kết thúc với loss huấn luyện thấp nhất "
+            f"(loss ở bước cuối của nó: {final[answer]:.3f}).",
+            "Đọc giá trị cuối của MỖI đường (`lich_su[tên]['train'][-1]`) rồi so sánh, hoặc nhìn đồ thị (trục log).",
         )
-    return _ok(f"`{best}` kết thúc với loss thấp hơn ({final[best]:.3f} so với "
-               f"{', '.join(f'{v:.3f}' for k, v in final.items() if k != best)}).")
+    return _ok(f"`{best}` kết thúc với loss huấn luyện thấp nhất.",
+               ", ".join(f"`{k}` {v:.3f}" for k, v in final.items()) + " (loss ở bước cuối).")
 
 
 @_never_raises

@@ -195,7 +195,7 @@ def check_reference_logps(reference, trainer) -> CheckResult:
         return _wrong(f"có {len(pair[0])} giá trị, tập kiểm định có {n} cặp.",
                       "Tính trên `trainer.get_eval_dataloader()` (tập kiểm định), không phải tập huấn luyện.")
     if _same(pair[0], truth[0]) and _same(pair[1], truth[1]):
-        return _ok(f"log π_ref của {n} cặp = log-xác suất của chính mô hình khi TẮT bộ điều hợp; "
+        return _ok(f"log π_ref của {n} cặp = log-xác suất của chính mô hình khi TẮT bộ điều hợp.",
                    f"trung bình {truth[0].mean().item():.1f} (câu được chọn), {truth[1].mean().item():.1f} (câu bị loại).")
     if _same(pair[0], policy[0]) and _same(pair[1], policy[1]):
         return _wrong("đây là log-xác suất của mô hình ĐANG BẬT bộ điều hợp (mô hình đã huấn luyện), không phải "
@@ -270,5 +270,6 @@ def check_dpo_numbers(margins, accuracy, loss, trainer, beta: float) -> CheckRes
             return _wrong("đây là loss khi đảo dấu biên.", "loss = `-F.logsigmoid(bien).mean()`.")
         return _wrong(f"loss {value:.4f} không khớp −log σ(biên) trung bình = {loss_truth:.4f}.",
                       "`-torch.nn.functional.logsigmoid(bien).mean().item()` (không phải `1 - sigmoid`, và nhớ lấy log).")
-    return _ok(f"trên {truth.numel()} cặp kiểm định: biên trung bình {truth.mean().item():.3f}, độ chính xác ưu tiên "
-               f"{acc_truth:.0%}, loss {loss_truth:.4f} (lúc bắt đầu, loss là log 2 ≈ 0,693).")
+    return _ok(f"biên, độ chính xác ưu tiên và loss DPO trên {truth.numel()} cặp kiểm định khớp với cách TRL tính "
+               "(lúc bắt đầu, loss là log 2 ≈ 0,693).",
+               f"biên trung bình {truth.mean().item():.3f}, độ chính xác ưu tiên {acc_truth:.0%}, loss {loss_truth:.4f}.")
