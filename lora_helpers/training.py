@@ -170,10 +170,13 @@ class LoraRun:
         Under FSDP the weights are sharded: every process takes part in gathering the full state
         dict first (accelerate hands it to the main process). ``base_model_name`` is written as the
         adapter's base model; by default the course model converted from the bundled GGUF is
-        recorded by its public name, not by this machine's cache path.
+        recorded by its public name, not by this machine's cache path. The fingerprint of the base
+        weights is written beside the adapter (``lora_helpers.fingerprint``, ``base_fingerprint.json``;
+        not under FSDP), so ``adapters.check_adapter_base`` can tell when it is loaded on another base.
         """
         from .adapters import record_base_model, save_adapter
-        from .models import CACHE_NAME, HUB_ID, cache_dir
+        from .fingerprint import record_base_fingerprint
+        from .models import CACHE_NAME, HUB_ID, cache_dir, describe_base
 
         trainer, path = self.trainer, Path(path)
         save_kwargs = {}
@@ -186,6 +189,10 @@ class LoraRun:
                 base_model_name = HUB_ID
             if base_model_name is not None:
                 record_base_model(path, base_model_name)
+            if not trainer.is_fsdp_enabled:  # FSDP shards the base weights: no process holds them all
+                # The LoRA weights are separate parameters: the base weights in the trained model are
+                # still those it was loaded with.
+                record_base_fingerprint(path, self.model, base_model=describe_base(self.model_path))
         trainer.accelerator.wait_for_everyone()  # the adapter is saved before any process reads or writes beside it
         return path
 

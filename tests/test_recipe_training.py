@@ -19,6 +19,7 @@ from lora_helpers import CourseError
 from lora_helpers.adapters import adapter_base_model, demo_adapter_path
 from lora_helpers.data import TASKS, get_task, make_task_splits
 from lora_helpers.evaluation import MAX_NEW_TOKENS, score_answer, task_metrics
+from lora_helpers.fingerprint import FINGERPRINT_FILE, base_fingerprint, read_fingerprint_record
 from lora_helpers.layers import linear_layers, linear_module_names, lora_layers
 from lora_helpers.params import lora_layer_params, lora_param_count
 from lora_helpers.recipe import RECIPE, Recipe
@@ -153,7 +154,7 @@ def test_build_adapters_trains_with_the_shared_function(tiny_base_dir, tmp_path,
     facts = build_adapters.build("ngay_thang", out, recipe)
     target = out / "ngay_thang"
     assert sorted(p.name for p in target.iterdir()) == ["README.md", "adapter_config.json",
-                                                        "adapter_model.safetensors", METRICS_FILE]
+                                                        "adapter_model.safetensors", FINGERPRINT_FILE, METRICS_FILE]
     assert adapter_base_model(target) == "HuggingFaceTB/SmolLM2-135M-Instruct"  # not the tiny model's path
     metrics = read_metrics(target)
     assert metrics["task"] == "ngay_thang" and metrics["steps"] == 2 and metrics["n_test"] == 3
@@ -165,6 +166,11 @@ def test_build_adapters_trains_with_the_shared_function(tiny_base_dir, tmp_path,
     assert (config["r"], config["lora_alpha"]) == (2, 4)
     card = (target / "README.md").read_text(encoding="utf-8")
     assert "| 2 / 0.001 / 2 |" in card and "4 train, 3 test" in card
+    fingerprint = read_fingerprint_record(target)["fingerprint"]  # the tiny base it was trained on
+    assert card.count(f"`{fingerprint}`") == 2
+    from transformers import AutoModelForCausalLM
+
+    assert fingerprint == base_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_base_dir, dtype=torch.float32))
     assert not (out / ".ngay_thang.new").exists()
 
 

