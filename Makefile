@@ -21,9 +21,15 @@ $(STAMP): requirements.txt pyproject.toml scripts/install_course.py
 lab: setup
 	$(BIN)/python scripts/lab.py $(ARGS)
 
+# The suite runs TEST_JOBS test files/notebooks at a time (pytest-xdist, one notebook stays on one worker), each with
+# TEST_THREADS torch threads: on 2 cores, two single-threaded notebooks beat one notebook on two threads (small matmuls
+# parallelise poorly, and two processes with 2 OpenMP threads each on 2 cores stall each other). TEST_JOBS=0: serial.
+TEST_JOBS    ?= 2
+TEST_THREADS ?= 1
+
 test: setup
 	$(BIN)/ruff check
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	OMP_NUM_THREADS=$(TEST_THREADS) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadscope
 
 unit: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
@@ -34,20 +40,21 @@ lint: setup
 # Maintenance. The notebooks are the source: edit a lesson or a solution in JupyterLab, then `make notebooks`
 # re-executes it in a fresh kernel, offline, in place (outputs are committed), regenerates exercises/ from solutions/
 # and executes them (unanswered, fast), and redraws images/. One notebook: `make notebooks NB=notebooks/lora_finetuning.ipynb`.
-NB      ?= notebooks/*.ipynb solutions/*.ipynb
-EXECUTE := HF_HUB_OFFLINE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1200
+# Like the tests, TEST_JOBS notebooks at a time with TEST_THREADS torch threads each (scripts/execute_notebooks.py).
+NB      ?= notebooks/lora_finetuning.ipynb $(filter-out notebooks/lora_finetuning.ipynb,$(wildcard notebooks/*.ipynb)) solutions/*.ipynb
+EXECUTE := $(BIN)/python scripts/execute_notebooks.py --jobs $(TEST_JOBS) --threads $(TEST_THREADS)
 
 notebooks: setup
 	$(BIN)/python scripts/setup_cell.py
-	for nb in $(NB); do echo "== $$nb"; t=$$(date +%s); $(EXECUTE) "$$nb" || exit 1; echo "== $$nb: $$(( $$(date +%s) - t )) s"; done
+	$(EXECUTE) $(NB)
 	$(BIN)/python scripts/make_exercises.py
-	for nb in exercises/*.ipynb; do echo "== $$nb"; t=$$(date +%s); $(EXECUTE) "$$nb" || exit 1; echo "== $$nb: $$(( $$(date +%s) - t )) s"; done
+	$(EXECUTE) exercises/*.ipynb
 	$(MAKE) images
 
 # exercises/ from solutions/ (never edit exercises/ by hand), then execute the exercise notebooks that changed.
 exercises: setup
 	$(BIN)/python scripts/make_exercises.py | tee $(VENV)/exercises.log
-	for nb in $$(sed -n 's/^written (execute it next): //p' $(VENV)/exercises.log); do $(EXECUTE) "$$nb" || exit 1; done
+	$(EXECUTE) $$(sed -n 's/^written (execute it next): //p' $(VENV)/exercises.log) </dev/null
 
 # Figures in images/, drawn from code and from the measurements the lessons write to outputs/ (copied to images/data/).
 images: setup

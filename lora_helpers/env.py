@@ -251,4 +251,8 @@ def print_environment() -> None:
     device = pick_device()
     print(f"{'thiết bị':<13}{device}  (nạp trọng số: {str(pick_dtype(device)).replace('torch.', '')})")
     print(f"{'độ chính xác':<13}{precision_profile(device).describe()}")
+    if device == "cpu":
+        import torch
+
+        print(f"{'luồng CPU':<13}{torch.get_num_threads()} luồng torch trên {os.cpu_count()} nhân")
     print(f"{'Colab':<13}{'có' if in_colab() else 'không'}")
