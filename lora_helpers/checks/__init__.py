@@ -32,7 +32,9 @@ from ._common import _todo as _todo
 from ._common import _wrong as _wrong
 from .load_lora_adapter_example import (
     answer_format,
+    check_adapter_choice,
     check_loaded_adapters,
+    check_reload_parity,
     check_routed_answers,
     check_router,
     check_task_scores,
@@ -41,18 +43,28 @@ from .load_lora_adapter_example import (
 from .lora_finetuning import (
     check_curve_comparison,
     check_delta_weight,
+    check_lora_budget,
     check_lora_config_spec,
     check_lora_output,
     check_lora_param_count,
+    check_sft_config,
     check_trained_lora,
 )
-from .merge_lora_adapters import check_drift_detected, check_merged_model, check_parity_passed
+from .merge_lora_adapters import (
+    check_diagnosis,
+    check_drift_detected,
+    check_merge_decision,
+    check_merged_model,
+    check_parity_passed,
+)
 from .olora_finetuning import check_olora_conversion, check_olora_init, check_olora_parity, check_shifted_layer_count
 from .trl_peft_preference import _eval_logps as _eval_logps
 from .trl_peft_preference import check_dpo_numbers, check_dpo_trainer, check_preference_pairs, check_reference_logps
 
 __all__ = [
-    "OK", "TODO", "WRONG", "CheckResult", "answer_format", "check_curve_comparison", "check_delta_weight",
+    "OK", "TODO", "WRONG", "CheckResult", "answer_format", "check_adapter_choice", "check_curve_comparison",
+    "check_delta_weight", "check_diagnosis", "check_lora_budget", "check_merge_decision", "check_reload_parity",
+    "check_sft_config",
     "check_dpo_numbers", "check_dpo_trainer", "check_drift_detected", "check_loaded_adapters", "check_lora_config_spec",
     "check_lora_output", "check_lora_param_count", "check_merged_model", "check_olora_conversion", "check_olora_init",
     "check_olora_parity", "check_parity_passed", "check_preference_pairs", "check_reference_logps",
