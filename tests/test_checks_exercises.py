@@ -326,3 +326,13 @@ def test_merge_decision(merge_setup, tiny_tokenizer):
     ok(check_merge_decision({"lựa_chọn": "float32", "số_liệu": numbers}, reference, low, result, tiny_tokenizer, dataset))
     wrong(check_merge_decision({"số_liệu": numbers}, reference, low, result, tiny_tokenizer, dataset), "thiếu khoá")
     todo(check_merge_decision(None, reference, low, result, tiny_tokenizer, dataset))
+
+
+def test_sft_brief_is_a_valid_config(tmp_path):
+    """The brief of lesson 2 can be written as an SFTConfig, and that config passes the check."""
+    from lora_helpers.checks import sft_brief
+
+    expected = sft_brief(tmp_path / "cua_ban", 6, 0, "cpu")
+    ok(check_sft_config(SFTConfig(**expected, report_to="none"), expected))
+    wrong(check_sft_config(SFTConfig(**{**expected, "activation_checkpointing": True}, report_to="none"), expected),
+          "activation_checkpointing")

@@ -56,7 +56,7 @@ def _wrong(problem: str, hint: str) -> CheckResult:
 def _todo(what: str = "đáp án vẫn là `None`") -> CheckResult:
     return CheckResult(
         TODO,
-        f"⏳ Bài này chưa làm: {what}. Viết code vào chỗ `# VIẾT CODE CỦA BẠN Ở ĐÂY` "
+        f"⏳ Câu này chưa làm: {what}. Viết code vào chỗ `# VIẾT CODE CỦA BẠN Ở ĐÂY` "
         "ở ô phía trên, chạy ô đó rồi chạy lại ô kiểm tra này.",
     )
 

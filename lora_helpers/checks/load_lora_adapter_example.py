@@ -243,7 +243,7 @@ def check_routed_answers(answers, questions, model=None, tokenizer=None, max_new
     if answer == str(row["answer"]).strip():
         return _wrong(f"{len(bad)} câu trả lời không do mô hình sinh ra, ví dụ {where} là đáp án mẫu của tập dữ liệu, "
                       "còn bộ điều hợp trả lời khác.",
-                      "Bài này đo hệ thống định tuyến của bạn: lấy câu trả lời từ `generate(mo_hinh, ...)`, "
+                      "Câu này đo hệ thống định tuyến của bạn: lấy câu trả lời từ `generate(mo_hinh, ...)`, "
                       "không lấy `row[\"answer\"]`.")
     others = [a for a in model.peft_config if a != row["task"]]
     for other in others:
@@ -298,7 +298,7 @@ def check_weighted_adapter(model, adapter_name: str, sources, weights, rtol: flo
         return _todo()
     if not _is_peft_model(model):
         return _wrong(f"mô hình là `{type(model).__name__}`, không có bộ điều hợp.",
-                      "Dùng mô hình đã nạp hai bộ điều hợp (bài 1).")
+                      "Dùng mô hình đã nạp hai bộ điều hợp (câu 1).")
     if adapter_name not in model.peft_config:
         return _todo(f"mô hình chưa có bộ điều hợp tên `{adapter_name}` (đang có {list(model.peft_config)})")
     if _active(model) != [adapter_name]:
@@ -561,6 +561,6 @@ def check_adapter_choice(answer, combined, alone, test_sets, max_drop: float = 0
                       "Một hệ thống phải giữ được chất lượng ở MỌI tác vụ; đọc lại hai cột của từng tác vụ.")
     reason = (f"bộ kết hợp mất tới {drops[worst]:.0%} trên `{worst}`" if plain == _ROUTING and drops[worst] > max_drop
               else "hai cách gần nhau trên mọi tác vụ")
-    return _ok(f"Lựa chọn «{choice}» đứng vững với số liệu của bạn, đã đối chiếu với các câu trả lời đã đo.",
-               f"{reason}; " + ", ".join(f"{t}: riêng {v['riêng']:.0%}, kết hợp {v['kết_hợp']:.0%}"
+    return _ok("Lựa chọn của bạn đứng vững với số liệu của bạn, đã đối chiếu với các câu trả lời đã đo.",
+               f"bạn chọn «{choice}»: {reason}; " + ", ".join(f"{t}: riêng {v['riêng']:.0%}, kết hợp {v['kết_hợp']:.0%}"
                                           for t, v in truth.items()) + ".")

@@ -295,6 +295,6 @@ def check_merge_decision(answer, reference, merged_low, result_low, tokenizer, d
         return _wrong("chính số liệu của bạn phản bác lựa chọn này: ở bfloat16 câu sinh hoặc độ chính xác đã đổi.",
                       "Chỉ giao bản nhỏ hơn khi nó cho cùng câu trả lời; nếu không, giao float32 (hoặc hợp nhất ở "
                       "float32 rồi mới đổi dtype, và kiểm tra lại).")
-    return _ok(f"Lựa chọn «{choice}» đứng vững với số liệu của bạn, đã đo lại trên chính hai mô hình.",
-               f"chênh lệch logits {diff:.3g}, {result_low.n_identical_generations}/{result_low.n_prompts} câu sinh "
+    return _ok("Lựa chọn của bạn đứng vững với số liệu của bạn, đã đo lại trên chính hai mô hình.",
+               f"bạn chọn «{choice}»: chênh lệch logits {diff:.3g}, {result_low.n_identical_generations}/{result_low.n_prompts} câu sinh "
                f"giống, {want['float32']:.0f} MB (float32) so với {want['bfloat16']:.0f} MB (bfloat16).")
