@@ -287,3 +287,5 @@ def test_olora_share_decision(olora_runs, tiny_model_factory):
     wrong(check({"lựa_chọn": "chuyển đổi", "số_liệu": numbers}, plain="converted"), "không phải bản OLoRA lưu thường")
     wrong(check({"lựa_chọn": "cả hai", "số_liệu": numbers}), "chọn \"chuyển đổi\"")
     wrong(check({"lựa_chọn": "chuyển đổi"}), "thiếu khoá")
+    wrong(check_olora_share_decision({"lựa_chọn": "thường", "số_liệu": numbers}, root / "converted", root / "raw",
+                                     tiny_model_factory, original), "phản bác")
