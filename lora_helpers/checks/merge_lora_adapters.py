@@ -231,19 +231,17 @@ def check_diagnosis(answer, cases, reference) -> CheckResult:
 
 @_never_raises
 def check_merge_decision(answer, reference, merged_low, result_low, tokenizer, dataset) -> CheckResult:
-    """Decide and defend: ship the merged model in float32 or bfloat16? The numbers are recomputed.
+    """Decide and defend: ship the merged model in float32 or bfloat16? The numbers are checked against the run.
 
     ``answer`` = ``{"lựa_chọn": "float32" | "bfloat16", "số_liệu": {"chênh_lệch_logits": float,
     "câu_sinh_giống": int, "dung_lượng_MB": {"float32": float, "bfloat16": float}}}``. The logit
-    difference is measured again between ``reference`` and ``merged_low`` on ``dataset`` (it must also
-    be the one in ``result_low``, the learner's parity result, whose generation count is then
-    trusted); sizes are the parameter count × 4 or × 2 bytes (1 MB = 10⁶ bytes). "bfloat16" is
-    defensible only when every greedy generation and the task accuracy are unchanged. Rejects: made-up
+    difference and generation count must be those of ``result_low`` (the learner's parity result of
+    ``reference`` against ``merged_low`` on ``dataset``); sizes are the parameter count × 4 or × 2 bytes (1 MB = 10⁶ bytes). "bfloat16" is
+    defensible only when every greedy generation and the task accuracy are unchanged. The parity result is
+    tied to the two models by one prompt measured again. Rejects: made-up
     or swapped numbers, sizes in the wrong unit or swapped, a parity result of another pair of models,
     and a choice its own numbers contradict.
     """
-    from ..parity import check_parity
-
     if answer is None:
         return _todo()
     parsed = _decision(answer)
@@ -256,11 +254,23 @@ def check_merge_decision(answer, reference, merged_low, result_low, tokenizer, d
     plain = _plain(choice).replace(" ", "")
     if plain not in ("float32", "bfloat16"):
         return _wrong(f"`lựa_chọn` = {choice!r}; chọn \"float32\" hoặc \"bfloat16\".", "Viết đúng tên một dtype.")
-    again = check_parity(reference, merged_low, tokenizer, dataset=dataset, max_new_tokens=1)
-    diff = again.max_abs_logit_diff
-    if abs(result_low.max_abs_logit_diff - diff) > 1e-6 * max(1.0, diff):
-        return _wrong("`kiem_tra_dtype` không phải phép so giữa `mo_hinh_bo_dieu_hop` và `mo_hinh_sai_dtype` trên TEST.",
-                      "Dùng đúng kết quả của câu 2.")
+    # Tie the parity result to these two models without paying for a second full low-precision run (bf16 is
+    # emulated, so slow, on many CPUs): it must report a drift beyond the fp32 tolerance, and one prompt
+    # measured again here cannot drift more than the whole set did.
+    from ..data import prompts_of
+    from ..parity import default_tolerance, max_logit_diff
+
+    limit = default_tolerance("float32")
+    diff = result_low.max_abs_logit_diff
+    not_this_pair = _wrong("`kiem_tra_dtype` không phải phép so giữa `mo_hinh_bo_dieu_hop` và `mo_hinh_sai_dtype` trên TEST.",
+                           "Dùng đúng kết quả của câu 2.")
+    if result_low.dtype != "float32" or not diff > limit or result_low.n_prompts != len(dataset):
+        return not_this_pair
+    text = tokenizer.apply_chat_template(prompts_of(dataset)[0], tokenize=False, add_generation_prompt=True)
+    ids = tokenizer([text], return_tensors="pt", add_special_tokens=False)["input_ids"]
+    one = max_logit_diff(reference, merged_low, ids.to(next(reference.parameters()).device))
+    if not limit < one <= 1.1 * diff + 1e-6:
+        return not_this_pair
     cited = _number(_field(numbers, "chênh_lệch_logits"))
     if cited is None or not _same_number(cited, diff, rel=1e-2):
         return _wrong(f"`chênh_lệch_logits` = {_field(numbers, 'chênh_lệch_logits')!r} không phải con số của lần chạy này.",
