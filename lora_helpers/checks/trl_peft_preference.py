@@ -153,14 +153,30 @@ def check_dpo_trainer(trainer, r: int, target_modules, steps: int) -> CheckResul
                f"{', '.join(sorted(want))}), đã huấn luyện {done} bước.")
 
 
+_LAST_LOGPS: dict = {}
+
+
 def _eval_logps(trainer):
-    """(policy, reference) log-probabilities over the trainer's evaluation set, recomputed."""
+    """(policy, reference) log-probabilities over the trainer's evaluation set, recomputed.
+
+    The last result is kept for the same trainer, step and adapter weights (a fingerprint of the trainable
+    parameters), so the three checks that read it after one training run pay for it once.
+    """
+    import torch
+
     from ..preferences import dataloader_logps
 
+    with torch.no_grad():
+        fingerprint = tuple(round(p.double().sum().item(), 12) for p in trainer.model.parameters() if p.requires_grad)
+    key = (id(trainer), trainer.state.global_step, fingerprint)
+    if key in _LAST_LOGPS:
+        return _LAST_LOGPS[key]
     loader = trainer.get_eval_dataloader()
     with trainer.model.disable_adapter():
         reference = dataloader_logps(trainer.model, loader)
     policy = dataloader_logps(trainer.model, loader)
+    _LAST_LOGPS.clear()
+    _LAST_LOGPS[key] = (policy, reference)
     return policy, reference
 
 
