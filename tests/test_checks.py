@@ -131,11 +131,16 @@ def test_loaded_adapters_rejects_base_missing_default_swapped_and_fresh(tiny_mod
 
 
 def reference_router(text):
-    return "don_hang" if text.startswith("Trích đơn hàng") else "ngay_thang"
+    """Route on the request itself: every date has a four-digit year, no order has one."""
+    return "ngay_thang" if re.search(r"\b(19|20)\d\d\b", text) else "don_hang"
 
 
 def test_router_accepts_reference_and_rejects_typical_mistakes():
     ok(check_router(reference_router))
+    # the instruction is gone (users do not type it): a router that reads it always gives the same answer
+    wrong(check_router(lambda text: "don_hang" if text.startswith("Trích đơn hàng") else "ngay_thang"), "lời dặn")
+    # a keyword that also occurs in the other task ("Ngày giao hàng" is a date event)
+    wrong(check_router(lambda text: "don_hang" if "giao" in text or "gửi" in text else "ngay_thang"), "gửi nhầm")
     todo(check_router(None))
     wrong(check_router(lambda text: "don_hang"), "luôn chọn `don_hang`")
     wrong(check_router(lambda text: "ngay_thang" if reference_router(text) == "don_hang" else "don_hang"), "ngược")

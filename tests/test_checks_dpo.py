@@ -14,7 +14,13 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer
 
-from lora_helpers.checks import check_dpo_numbers, check_dpo_trainer, check_preference_pairs, check_reference_logps
+from lora_helpers.checks import (
+    check_dpo_decision,
+    check_dpo_numbers,
+    check_dpo_trainer,
+    check_preference_pairs,
+    check_reference_logps,
+)
 from lora_helpers.data import make_task_splits
 from lora_helpers.preferences import dataloader_logps
 from tests.test_checks import ok, todo, wrong
@@ -151,7 +157,7 @@ def test_reference_logps(trained, logps):
     wrong(check_reference_logps((reference[0][:3], reference[1][:3]), trained), "tập kiểm định")
     wrong(check_reference_logps(reference[0], trained), "một cặp")
     wrong(check_reference_logps((reference[0] + 1, reference[1]), trained), "không khớp")
-    wrong(check_reference_logps(reference, None), "bài 2")
+    wrong(check_reference_logps(reference, None), "câu 2")
 
 
 def test_dpo_numbers(trained, logps):
@@ -175,4 +181,28 @@ def test_dpo_numbers(trained, logps):
     wrong(check_dpo_numbers(margins, acc, -loss, trained, BETA), "dấu trừ")
     wrong(check_dpo_numbers(margins, acc, -F.logsigmoid(-margins).mean().item(), trained, BETA), "đảo dấu")
     wrong(check_dpo_numbers(margins, acc, (1 - torch.sigmoid(margins)).mean().item(), trained, BETA), "không khớp")
-    wrong(check_dpo_numbers(margins, acc, loss, None, BETA), "bài 2")
+    wrong(check_dpo_numbers(margins, acc, loss, None, BETA), "câu 2")
+
+
+def test_dpo_decision(trained, logps):
+    (pc, pr), (rc, rr) = logps
+    margins = BETA * ((pc - rc) - (pr - rr))
+    numbers = {"độ_chính_xác_ưu_tiên": (margins > 0).float().mean().item(),
+               "loss_dpo": -F.logsigmoid(margins).mean().item(), "biên_trung_bình": margins.mean().item()}
+    never = 1.01                                           # a rule no run meets: the answer must be "train more"
+    ok(check_dpo_decision({"lựa_chọn": "huấn luyện thêm", "số_liệu": numbers}, trained, BETA, min_accuracy=never))
+    wrong(check_dpo_decision({"lựa_chọn": "giao", "số_liệu": numbers}, trained, BETA, min_accuracy=never), "phản bác")
+    todo(check_dpo_decision(None, trained, BETA))
+    percent = {**numbers, "độ_chính_xác_ưu_tiên": 100 * numbers["độ_chính_xác_ưu_tiên"]}
+    if numbers["độ_chính_xác_ưu_tiên"] > 0:
+        wrong(check_dpo_decision({"lựa_chọn": "giao", "số_liệu": percent}, trained, BETA), "phần trăm")
+    made_up = {**numbers, "loss_dpo": numbers["loss_dpo"] + 0.2}
+    wrong(check_dpo_decision({"lựa_chọn": "giao", "số_liệu": made_up}, trained, BETA), "không phải con số")
+    wrong(check_dpo_decision({"lựa_chọn": "có lẽ", "số_liệu": numbers}, trained, BETA), "chọn \"giao\"")
+    wrong(check_dpo_decision({"lựa_chọn": "giao", "số_liệu": numbers}, None, BETA), "câu 2")
+    wrong(check_dpo_decision(["giao"], trained, BETA), "dict")
+    easy = -1.0                                            # a rule every run with loss < log 2 meets
+    if numbers["loss_dpo"] < 0.6931:
+        ok(check_dpo_decision({"lựa_chọn": "giao", "số_liệu": numbers}, trained, BETA, min_accuracy=easy))
+        wrong(check_dpo_decision({"lựa_chọn": "huấn luyện thêm", "số_liệu": numbers}, trained, BETA, min_accuracy=easy),
+              "đã đạt ngưỡng")

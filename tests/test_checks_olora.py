@@ -12,7 +12,13 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from lora_helpers.checks import check_olora_conversion, check_olora_init, check_olora_parity, check_shifted_layer_count
+from lora_helpers.checks import (
+    check_olora_conversion,
+    check_olora_init,
+    check_olora_parity,
+    check_olora_share_decision,
+    check_shifted_layer_count,
+)
 from lora_helpers.olora import olora_factors
 from lora_helpers.parity import check_parity_ids
 from tests.test_checks import ok, todo, wrong
@@ -254,3 +260,32 @@ def test_olora_parity_rejects_wrong_models(olora_runs, tiny_model_factory):
     wrong(check_olora_parity(check_parity_ids(plain, converted, IDS, max_new_tokens=4), plain, converted, r=R),
           "không phải mô hình OLoRA")
     wrong(check_olora_parity(raw_result, tiny_model_factory(), converted, r=R), "không có bộ điều hợp")
+
+
+# --------------------------------------------------------------------------- exercise 4: decide how to share it
+def share_numbers(root, shifted):
+    size = lambda name: (root / name / "adapter_model.safetensors").stat().st_size / 1e6  # noqa: E731
+    return {"MB_chuyển_đổi": size("converted"), "MB_thường": size("raw"), "lớp_bị_sửa": shifted}
+
+
+def test_olora_share_decision(olora_runs, tiny_model_factory):
+    root, _ = olora_runs
+    original = tiny_model_factory()
+    numbers = share_numbers(root, 4)                      # q_proj and v_proj in 2 blocks, all shifted on load
+    check = lambda answer, plain="raw": check_olora_share_decision(  # noqa: E731
+        answer, root / "converted", root / plain, tiny_model_factory, original)
+    ok(check({"lựa_chọn": "chuyển đổi", "số_liệu": numbers}))
+    ok(check_olora_share_decision({"lua_chon": "chuyen_doi", "so_lieu": numbers}, root / "converted", root / "raw",
+                                  tiny_model_factory, original))
+    todo(check(None))
+    wrong(check({"lựa_chọn": "thường", "số_liệu": numbers}), "phản bác", "4 lớp")
+    wrong(check({"lựa_chọn": "chuyển đổi", "số_liệu": {**numbers, "lớp_bị_sửa": 0}}), "không khớp số lớp")
+    swapped = {**numbers, "MB_chuyển_đổi": numbers["MB_thường"], "MB_thường": numbers["MB_chuyển_đổi"]}
+    wrong(check({"lựa_chọn": "chuyển đổi", "số_liệu": swapped}), "đổi chỗ")
+    mib = {**numbers, "MB_chuyển_đổi": numbers["MB_chuyển_đổi"] * 1e6 / 2**20}
+    wrong(check({"lựa_chọn": "chuyển đổi", "số_liệu": mib}), "MiB")
+    wrong(check({"lựa_chọn": "chuyển đổi", "số_liệu": numbers}, plain="converted"), "không phải bản OLoRA lưu thường")
+    wrong(check({"lựa_chọn": "cả hai", "số_liệu": numbers}), "chọn \"chuyển đổi\"")
+    wrong(check({"lựa_chọn": "chuyển đổi"}), "thiếu khoá")
+    wrong(check_olora_share_decision({"lựa_chọn": "thường", "số_liệu": numbers}, root / "converted", root / "raw",
+                                     tiny_model_factory, original), "phản bác")

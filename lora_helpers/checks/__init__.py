@@ -6,7 +6,7 @@ result prints one message:
 
 * ``✅ Đúng rồi! ...`` when the answer is right;
 * ``❌ Chưa đúng: <what is wrong>`` followed by ``💡 Gợi ý: <hint>`` when it is not;
-* ``⏳ Bài này chưa làm ...`` when the answer is still ``None`` (the placeholder of
+* ``⏳ Câu này chưa làm ...`` when the answer is still ``None`` (the placeholder of
   an unanswered exercise notebook), so an unanswered notebook runs top to bottom.
 
 A check never raises on a strange answer: anything it cannot read is reported as wrong,
@@ -32,7 +32,9 @@ from ._common import _todo as _todo
 from ._common import _wrong as _wrong
 from .load_lora_adapter_example import (
     answer_format,
+    check_adapter_choice,
     check_loaded_adapters,
+    check_reload_parity,
     check_routed_answers,
     check_router,
     check_task_scores,
@@ -41,21 +43,44 @@ from .load_lora_adapter_example import (
 from .lora_finetuning import (
     check_curve_comparison,
     check_delta_weight,
+    check_lora_budget,
     check_lora_config_spec,
     check_lora_output,
     check_lora_param_count,
+    check_sft_config,
     check_trained_lora,
+    sft_brief,
 )
-from .merge_lora_adapters import check_drift_detected, check_merged_model, check_parity_passed
-from .olora_finetuning import check_olora_conversion, check_olora_init, check_olora_parity, check_shifted_layer_count
+from .merge_lora_adapters import (
+    check_diagnosis,
+    check_drift_detected,
+    check_merge_decision,
+    check_merged_model,
+    check_parity_passed,
+)
+from .olora_finetuning import (
+    check_olora_conversion,
+    check_olora_init,
+    check_olora_parity,
+    check_olora_share_decision,
+    check_shifted_layer_count,
+)
 from .trl_peft_preference import _eval_logps as _eval_logps
-from .trl_peft_preference import check_dpo_numbers, check_dpo_trainer, check_preference_pairs, check_reference_logps
+from .trl_peft_preference import (
+    check_dpo_decision,
+    check_dpo_numbers,
+    check_dpo_trainer,
+    check_preference_pairs,
+    check_reference_logps,
+)
 
 __all__ = [
-    "OK", "TODO", "WRONG", "CheckResult", "answer_format", "check_curve_comparison", "check_delta_weight",
+    "OK", "TODO", "WRONG", "CheckResult", "answer_format", "check_adapter_choice", "check_curve_comparison",
+    "check_delta_weight", "check_diagnosis", "check_dpo_decision", "check_olora_share_decision", "check_lora_budget", "check_merge_decision", "check_reload_parity",
+    "check_sft_config",
     "check_dpo_numbers", "check_dpo_trainer", "check_drift_detected", "check_loaded_adapters", "check_lora_config_spec",
     "check_lora_output", "check_lora_param_count", "check_merged_model", "check_olora_conversion", "check_olora_init",
     "check_olora_parity", "check_parity_passed", "check_preference_pairs", "check_reference_logps",
     "check_routed_answers", "check_router", "check_shifted_layer_count", "check_task_scores", "check_trained_lora",
-    "check_weighted_adapter",
+    "check_weighted_adapter", "sft_brief",
 ]

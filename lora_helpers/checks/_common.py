@@ -56,7 +56,7 @@ def _wrong(problem: str, hint: str) -> CheckResult:
 def _todo(what: str = "đáp án vẫn là `None`") -> CheckResult:
     return CheckResult(
         TODO,
-        f"⏳ Bài này chưa làm: {what}. Viết code vào chỗ `# VIẾT CODE CỦA BẠN Ở ĐÂY` "
+        f"⏳ Câu này chưa làm: {what}. Viết code vào chỗ `# VIẾT CODE CỦA BẠN Ở ĐÂY` "
         "ở ô phía trên, chạy ô đó rồi chạy lại ô kiểm tra này.",
     )
 
@@ -153,3 +153,56 @@ def _loosened_parity(result, min_prompts: int):
     if result.n_prompts < min_prompts:
         return _wrong(f"chỉ so trên {result.n_prompts} câu; cần ít nhất {min_prompts}.", "Dùng `dataset=TEST`.")
     return None
+
+
+def _plain(text) -> str:
+    """``text`` lower-cased, without Vietnamese diacritics, ``_``/``-`` read as spaces: "Lựa_chọn" -> "lua chon"."""
+    import unicodedata
+
+    text = str(text).replace("đ", "d").replace("Đ", "D")
+    text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
+
+
+def _field(mapping, name: str, default=None):
+    """``mapping[name]``, also found when the learner's key has other diacritics, case or ``_``/space."""
+    if not isinstance(mapping, dict):
+        return default
+    if name in mapping:
+        return mapping[name]
+    wanted = _plain(name)
+    for key, value in mapping.items():
+        if _plain(key) == wanted:
+            return value
+    return default
+
+
+def _decision(answer, fields: str = "`lựa_chọn` và `số_liệu`"):
+    """(choice, numbers) of a "decide and defend" answer ``{"lựa_chọn": ..., "số_liệu": {...}}``; a CheckResult if unreadable."""
+    if not isinstance(answer, dict):
+        return _wrong(f"đáp án phải là một dict có hai khoá {fields}, bạn đưa {type(answer).__name__}.",
+                      "Ví dụ: `{\"lựa_chọn\": ..., \"số_liệu\": {...}}`.")
+    choice, numbers = _field(answer, "lựa_chọn"), _field(answer, "số_liệu")
+    if choice is None or numbers is None:
+        return _wrong(f"thiếu khoá: đáp án cần {fields} (đang có {list(answer)}).",
+                      "Viết đủ hai khoá: quyết định của bạn, và các con số bạn dựa vào.")
+    if not isinstance(numbers, dict):
+        return _wrong(f"`số_liệu` phải là một dict, bạn đưa {type(numbers).__name__}.",
+                      "Mỗi con số một khoá, như đề bài liệt kê.")
+    return choice, numbers
+
+
+def _number(value):
+    """``value`` as a float (int, float, numpy/torch scalar), else None."""
+    if isinstance(value, bool):
+        return None
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _same_number(cited, truth, rel: float = 1e-3, abs_: float = 1e-9) -> bool:
+    value = _number(cited)
+    return value is not None and abs(value - truth) <= max(abs_, rel * abs(truth))

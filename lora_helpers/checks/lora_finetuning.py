@@ -8,9 +8,12 @@ from ._common import (
     CheckResult,
     _as_int,
     _close,
+    _decision,
+    _field,
     _is_peft_model,
     _lora_layers,
     _never_raises,
+    _number,
     _ok,
     _target_set,
     _todo,
@@ -101,11 +104,11 @@ def check_lora_param_count(answer, model, config) -> CheckResult:
 
 
 @_never_raises
-def check_lora_config_spec(config, r: int, lora_alpha, target_modules) -> CheckResult:
-    """A ``LoraConfig`` with the asked rank, alpha and target modules.
+def check_lora_config_spec(config, r: int, lora_alpha, target_modules, lora_dropout=None, task_type=None) -> CheckResult:
+    """A ``LoraConfig`` with the asked rank, alpha and target modules (and dropout and task type when given).
 
     Rejects: not a LoraConfig, a rank off by one (or any other), another alpha, missing or extra target modules,
-    and ``"all-linear"`` where a list was asked (or the reverse).
+    ``"all-linear"`` where a list was asked (or the reverse), another dropout, and a missing ``task_type``.
     """
     from peft import LoraConfig
 
@@ -128,6 +131,12 @@ def check_lora_config_spec(config, r: int, lora_alpha, target_modules) -> CheckR
         parts = ([f"thiếu {missing}"] if missing else []) + ([f"thừa {extra}"] if extra else [])
         return _wrong(f"target_modules {', '.join(parts)}.",
                       f"Đề bài yêu cầu đúng các lớp {sorted(want)}.")
+    if lora_dropout is not None and config.lora_dropout != lora_dropout:
+        return _wrong(f"lora_dropout={config.lora_dropout}, đề bài yêu cầu {lora_dropout}.",
+                      "Vài bước huấn luyện thì không cần dropout; đặt đúng giá trị đề bài cho.")
+    if task_type is not None and str(getattr(config.task_type, "value", config.task_type)) != task_type:
+        return _wrong(f"task_type={config.task_type!r}, cần {task_type!r}.",
+                      f"`task_type=\"{task_type}\"`: peft bọc mô hình sinh văn bản đúng cách (PeftModelForCausalLM).")
     return _ok(f"LoraConfig(r={r}, lora_alpha={lora_alpha}, target_modules={sorted(want) if isinstance(want, set) else want!r}).")
 
 
@@ -261,3 +270,176 @@ def check_lora_output(y, layer, x, adapter_name: str = "default") -> CheckResult
     if _close(y, truth - base):
         return _wrong("đó chỉ là phần LoRA, thiếu W·x.", "Cộng thêm đầu ra của lớp gốc `lop.base_layer(x)`.")
     return _wrong("giá trị chưa khớp đầu ra của lớp.", "y = lop.base_layer(x) + lop.scaling[...] * (x @ A.T @ B.T).")
+
+
+def _value(value):
+    """An enum setting (``SaveStrategy.NO``) as its plain value (``"no"``)."""
+    return getattr(value, "value", value)
+
+
+# Per-field explanations for check_sft_config: (problem when it differs, hint). {want} and {got} are filled in.
+_SFT_HINTS = {
+    "max_steps": ("max_steps={got}, bản yêu cầu {want} bước.",
+                  "Đặt `max_steps=` (số bước tối ưu); `num_train_epochs` bị bỏ qua khi có max_steps."),
+    "per_device_train_batch_size": ("per_device_train_batch_size={got}: bộ nhớ chỉ đủ cho {want} câu mỗi lượt.",
+                                    "Số câu mỗi lượt tiến/lùi là `per_device_train_batch_size`; phần còn lại của lô "
+                                    "hiệu dụng do `gradient_accumulation_steps` gom."),
+    "gradient_accumulation_steps": ("gradient_accumulation_steps={got}, cần {want}.",
+                                    "Lô hiệu dụng = per_device_train_batch_size × gradient_accumulation_steps "
+                                    "(× số GPU): chia lô hiệu dụng cho số câu mỗi lượt."),
+    "learning_rate": ("learning_rate={got}, bản yêu cầu {want}.", "Kiểm tra số mũ: 1e-3 = 0.001, 1e-4 = 0.0001."),
+    "lr_scheduler_type": ("lr_scheduler_type={got!r}, bản yêu cầu {want!r}.",
+                          "Mặc định của transformers là \"linear\" (giảm dần về 0); bản yêu cầu tốc độ học không đổi."),
+    "logging_steps": ("logging_steps={got}, cần {want}.", "Muốn một điểm loss mỗi bước: `logging_steps=1`."),
+    "save_strategy": ("save_strategy={got!r}, cần {want!r}.",
+                      "Mặc định lưu checkpoint định kỳ; bản yêu cầu không lưu gì trong lúc huấn luyện: `save_strategy=\"no\"`."),
+    "eval_strategy": ("eval_strategy={got!r}, cần {want!r}.", "Không có tập kiểm định ở đây: `eval_strategy=\"no\"`."),
+    "max_length": ("max_length={got}, cần {want} token.",
+                   "TRL 1.x gọi nó là `max_length` (tên cũ `max_seq_length` đã bị bỏ)."),
+    "completion_only_loss": ("completion_only_loss={got}, cần {want}.",
+                             "Chỉ tính loss trên câu trả lời (dữ liệu prompt/completion): `completion_only_loss=True`."),
+    "bf16": ("bf16={got}, cần {want} trên máy này.",
+             "TRL bật bf16 mặc định; dùng đúng `PRECISION.bf16` mà `precision_profile(DEVICE)` chọn cho máy này."),
+    "fp16": ("fp16={got}, cần {want} trên máy này.", "Dùng `fp16=PRECISION.fp16`."),
+    "seed": ("seed={got}, cần {want}.", "Cùng `SEED` với lần chạy mốc thì hai lần chạy mới so sánh được."),
+    "use_cpu": ("use_cpu={got}, cần {want}.", "`use_cpu=DEVICE == \"cpu\"`."),
+    "activation_checkpointing": ("activation_checkpointing={got}, cần {want}.",
+                                 "TRL bật nó mặc định: tiết kiệm bộ nhớ kích hoạt bằng cách tính lại, nên chậm hơn; "
+                                 "mô hình 135M không cần."),
+}
+
+
+def sft_brief(output_dir, max_steps: int, seed: int, device: str) -> dict:
+    """The settings the lesson-2 brief asks of the learner's ``SFTConfig`` (what :func:`check_sft_config` compares).
+
+    Kept here, not in the notebook, so the check cell does not print the answer next to the question.
+    """
+    from ..env import precision_profile
+
+    precision = precision_profile(device)
+    return {
+        "output_dir": str(output_dir), "max_steps": max_steps, "learning_rate": 1e-3, "lr_scheduler_type": "constant",
+        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "logging_steps": 1,
+        "eval_strategy": "no", "save_strategy": "no", "max_length": 160, "completion_only_loss": True,
+        "bf16": precision.bf16, "fp16": precision.fp16, "use_cpu": device == "cpu",
+        "activation_checkpointing": False, "seed": seed,
+    }
+
+
+@_never_raises
+def check_sft_config(config, expected: dict) -> CheckResult:
+    """An ``SFTConfig`` written from a brief, checked field by field against ``expected`` (field -> value).
+
+    The first field that differs is reported with a hint for that field (batch split into per-device
+    batch and accumulation, learning-rate exponent, scheduler default, checkpoints saved by default,
+    the ``max_length`` rename, TRL's bf16 default...). ``output_dir`` is compared as a path. Rejects
+    also: a plain dict or a ``TrainingArguments`` instead of an ``SFTConfig``.
+    """
+    from pathlib import Path
+
+    from trl import SFTConfig
+
+    if config is None:
+        return _todo()
+    if not isinstance(config, SFTConfig):
+        return _wrong(f"`cau_hinh_sft` là {type(config).__name__}, không phải `SFTConfig` của TRL.",
+                      "`from trl import SFTConfig`; `cau_hinh_sft = SFTConfig(output_dir=..., max_steps=..., ...)`.")
+    for field, want in expected.items():
+        got = _value(getattr(config, field, None))
+        want = _value(want)
+        if field == "output_dir":
+            if Path(str(got)).resolve() != Path(str(want)).resolve():
+                return _wrong(f"output_dir={got!r}, bản yêu cầu {str(want)!r}.", "Truyền `output_dir=str(...)` như đề bài.")
+            continue
+        same = abs(float(got) - float(want)) <= 1e-12 * max(1.0, abs(float(want))) if isinstance(want, float) else got == want
+        if same:
+            continue
+        problem, hint = _SFT_HINTS.get(field, ("{field}={got!r}, cần {want!r}.", "Đọc lại bản yêu cầu."))
+        if field in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            effective = _as_int(config.per_device_train_batch_size) * _as_int(config.gradient_accumulation_steps)
+            target = expected.get("per_device_train_batch_size", 1) * expected.get("gradient_accumulation_steps", 1)
+            if effective == target:
+                problem = (f"lô hiệu dụng đúng ({effective} câu) nhưng chia sai: {config.per_device_train_batch_size} câu "
+                           f"mỗi lượt × {config.gradient_accumulation_steps} lần gom.")
+        return _wrong(problem.format(field=field, got=got, want=want), hint)
+    return _ok(f"SFTConfig khớp bản yêu cầu ở cả {len(expected)} trường đã kiểm tra "
+               f"(lô hiệu dụng {config.per_device_train_batch_size} × {config.gradient_accumulation_steps}).")
+
+
+@_never_raises
+def check_lora_budget(answer, model, budget_bytes: int, required_modules, bytes_per_param: int = 16,
+                      ranks=(1, 2, 4, 8, 16, 32, 64)) -> CheckResult:
+    """Decide and defend: a rank and target layers that fit a memory budget, justified with r·(d_in + d_out).
+
+    ``answer`` = ``{"lựa_chọn": {"r": int, "target_modules": [...]}, "số_liệu": {"số_tham_số": int,
+    "bộ_nhớ_MB": float}}``. The training state of a LoRA parameter costs ``bytes_per_param`` bytes (fp32
+    weight, gradient and AdamW's two moments: 16); 1 MB = 10⁶ bytes. Any choice is accepted when its
+    cited numbers are those of peft (counted on a weightless copy), it fits ``budget_bytes``, it adapts
+    every layer of ``required_modules``, and its rank is the largest of ``ranks`` that fits with those
+    layers. Rejects: a miscount (the slips of ``check_lora_param_count`` are named), memory counted with
+    4 bytes (weights only), over budget, a required layer missing, an unknown layer name, and budget
+    left unused (a rank twice as large still fits).
+    """
+    from peft import LoraConfig
+
+    if answer is None:
+        return _todo()
+    parsed = _decision(answer)
+    if isinstance(parsed, CheckResult):
+        return parsed
+    choice, numbers = parsed
+    if not isinstance(choice, dict) or _field(choice, "r") is None or _field(choice, "target_modules") is None:
+        return _wrong("`lựa_chọn` phải là dict {\"r\": ..., \"target_modules\": [...]}.",
+                      "Ví dụ `{\"r\": 2, \"target_modules\": [\"q_proj\", \"v_proj\"]}`.")
+    r, targets = _as_int(_field(choice, "r")), _field(choice, "target_modules")
+    if r is None or r not in ranks:
+        return _wrong(f"r={_field(choice, 'r')!r}: chọn r trong {list(ranks)}.", "Hạng là một số nguyên trong danh sách.")
+    targets = [targets] if isinstance(targets, str) and targets != "all-linear" else targets
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets if isinstance(targets, str) else list(targets))
+    try:
+        shapes = _lora_shapes(model, config)
+    except ValueError:  # peft: no layer of that name
+        shapes = []
+    if not shapes:
+        return _wrong(f"target_modules={targets!r} không khớp lớp nào của mô hình.",
+                      "Dùng tên lớp ở bảng kích thước: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.")
+    adapted = {name.split(".")[-1] for name, _, _ in shapes}
+    missing = sorted(set(required_modules) - adapted)
+    if missing:
+        return _wrong(f"cấu hình không gắn vào {missing}, mà bản yêu cầu bắt buộc {sorted(required_modules)}.",
+                      "Giữ các lớp bắt buộc, rồi tìm hạng lớn nhất còn vừa ngân sách.")
+    n_params = _as_int(_field(numbers, "số_tham_số"))
+    if n_params is None:
+        return _wrong("`số_liệu['số_tham_số']` phải là một số nguyên.", "Tính Σ r·(d_in + d_out) trên các lớp đã chọn.")
+    count = check_lora_param_count(n_params, model, config)
+    if not count:
+        return count
+    truth = sum(r * (d_in + d_out) for _, d_in, d_out in shapes)
+    megabytes = truth * bytes_per_param / 1e6
+    cited_mb = _number(_field(numbers, "bộ_nhớ_MB"))
+    if cited_mb is None:
+        return _wrong("`số_liệu['bộ_nhớ_MB']` phải là một số.", f"Bộ nhớ = số tham số × {bytes_per_param} byte / 10⁶.")
+    def near(value, target) -> bool:  # rounded to 2 decimals is fine; tiny models need a relative bound
+        return abs(value - target) <= min(0.005, 0.01 * abs(target))
+
+    if not near(cited_mb, megabytes):
+        if near(cited_mb, truth * 4 / 1e6):
+            return _wrong(f"{cited_mb:g} MB chỉ tính trọng số (4 byte mỗi tham số).",
+                          f"Huấn luyện còn cần gradient (4 byte) và hai mô-men của AdamW (8 byte): {bytes_per_param} byte "
+                          "mỗi tham số huấn luyện được.")
+        if near(cited_mb, truth * bytes_per_param / 2**20):
+            return _wrong(f"{cited_mb:g} là MiB (chia cho 2²⁰).", "Đề bài dùng 1 MB = 10⁶ byte.")
+        return _wrong(f"bộ nhớ {cited_mb:g} MB không khớp số tham số bạn đã tính.",
+                      f"Bộ nhớ (MB) = số tham số × {bytes_per_param} / 10⁶.")
+    budget_mb = budget_bytes / 1e6
+    if truth * bytes_per_param > budget_bytes:
+        return _wrong(f"{megabytes:.2f} MB vượt ngân sách {budget_mb:g} MB.", "Giảm hạng, hoặc bớt các lớp không bắt buộc.")
+    larger = [x for x in ranks if x > r]
+    if larger:
+        bigger = sum(larger[0] * (i + o) for _, i, o in shapes) * bytes_per_param
+        if bigger <= budget_bytes:
+            return _wrong(f"vẫn còn dư ngân sách: với cùng các lớp, r={larger[0]} vẫn vừa {budget_mb:g} MB.",
+                          "Với một tập lớp đã chọn, lấy hạng lớn nhất còn vừa: hạng lớn hơn cho bộ điều hợp nhiều "
+                          "khả năng biểu diễn hơn.")
+    return _ok(f"r={r} trên {sorted(adapted)}: {truth:,} tham số, {megabytes:.2f} MB trạng thái huấn luyện, "
+               f"vừa ngân sách {budget_mb:g} MB và là hạng lớn nhất vừa với các lớp này.")

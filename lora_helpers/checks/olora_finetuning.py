@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ._common import (
     CheckResult,
     _active,
     _as_int,
     _close,
+    _decision,
+    _field,
     _is_peft_model,
     _loosened_parity,
     _lora_layers,
     _never_raises,
+    _number,
     _ok,
     _parity_result,
+    _plain,
     _target_set,
     _todo,
     _wrong,
@@ -362,3 +367,80 @@ def check_olora_parity(result, trained, converted, r: int | None = None, min_pro
                       "`check_parity(mo_hinh_huan_luyen, mo_hinh_chuyen_doi, tokenizer, dataset=TEST)`.")
     return _ok(f"Bản chuyển đổi (r = {c_cfg.r}) trên mô hình cơ sở gốc khớp mô hình OLoRA đã huấn luyện; kết luận: "
                f"«{result.verdict()}».")
+
+
+_CONVERTED, _PLAIN = "chuyen doi", "thuong"
+
+
+@_never_raises
+def check_olora_share_decision(answer, converted_dir, plain_dir, load_base, original) -> CheckResult:
+    """Decide and defend: share the trained OLoRA adapter converted (rank 2r) or saved plainly? Numbers recomputed.
+
+    ``answer`` = ``{"lựa_chọn": "chuyển đổi" | "thường", "số_liệu": {"MB_chuyển_đổi": float, "MB_thường": float,
+    "lớp_bị_sửa": int}}``: the two ``adapter_model.safetensors`` sizes (1 MB = 10⁶ bytes) and how many base
+    layers loading the plain save on a fresh base model (``load_base()``) shifts, compared with ``original``.
+    The check reads the files and loads the plain save itself. The team's rule: what is shared must not
+    modify the user's base model, so "thường" contradicts any shifted layer. Rejects: a ``plain_dir`` that
+    is not a plain OLoRA save (converted, or ordinary LoRA), sizes made up or swapped or in MiB, a wrong
+    layer count, and a choice the numbers contradict.
+    """
+    from peft import PeftModel
+
+    from ..olora import base_weight_changes
+
+    if answer is None:
+        return _todo()
+    parsed = _decision(answer)
+    if isinstance(parsed, CheckResult):
+        return parsed
+    choice, numbers = parsed
+    plain = _plain(choice)
+    if plain not in (_CONVERTED, _PLAIN):
+        return _wrong(f"`lựa_chọn` = {choice!r}; chọn \"chuyển đổi\" hoặc \"thường\".", "Viết đúng một trong hai.")
+    if plain_dir is None:
+        return _todo("`thu_muc_thuong` vẫn là `None`")
+    plain_path, converted_path = Path(plain_dir), Path(converted_dir)
+    config = json.loads((plain_path / "adapter_config.json").read_text(encoding="utf-8"))
+    if str(config.get("init_lora_weights")).lower() != "olora":
+        return _wrong(f"`thu_muc_thuong` có init_lora_weights = {config.get('init_lora_weights')!r}: đó không phải bản "
+                      "OLoRA lưu thường.",
+                      "Lưu `mo_hinh_huan_luyen.save_pretrained(str(thu_muc_thuong))`, không có "
+                      "`path_initial_model_for_weight_conversion`.")
+    sizes = {"MB_chuyển_đổi": (converted_path / "adapter_model.safetensors").stat().st_size / 1e6,
+             "MB_thường": (plain_path / "adapter_model.safetensors").stat().st_size / 1e6}
+
+    def near(value, target) -> bool:
+        return value is not None and abs(value - target) <= min(0.01, 0.02 * target)
+
+    for key, value in sizes.items():
+        got = _number(_field(numbers, key))
+        if near(got, value):
+            continue
+        other = "MB_thường" if key == "MB_chuyển_đổi" else "MB_chuyển_đổi"
+        if near(got, sizes[other]):
+            hint = "Hai dung lượng bị đổi chỗ: bản chuyển đổi có hạng 2r nên lớn gấp đôi."
+        elif near(got, value * 1e6 / 2**20):
+            hint = "Đó là MiB; đề bài dùng 1 MB = 10⁶ byte."
+        else:
+            hint = "Đọc kích thước tệp: `(thư_mục / \"adapter_model.safetensors\").stat().st_size / 1e6`."
+        return _wrong(f"`số_liệu['{key}']` = {_field(numbers, key)!r} không phải kích thước tệp trên đĩa.", hint)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = PeftModel.from_pretrained(load_base(), str(plain_path))
+    shifted = base_weight_changes(original, loaded)["n_changed"]
+    del loaded
+    got = _as_int(_field(numbers, "lớp_bị_sửa"))
+    if got != shifted:
+        return _wrong(f"`số_liệu['lớp_bị_sửa']` = {_field(numbers, 'lớp_bị_sửa')!r} không khớp số lớp mà bản lưu thường "
+                      "dịch khi nạp lên một mô hình cơ sở mới.",
+                      "Nạp `thu_muc_thuong` lên `load_base()` bằng `PeftModel.from_pretrained`, rồi đếm bằng "
+                      "`base_weight_changes(mo_hinh_goc, ...)['n_changed']`.")
+    if plain == _PLAIN and shifted > 0:
+        return _wrong(f"chính số liệu của bạn phản bác lựa chọn này: nạp bản thường sửa {shifted} lớp của mô hình cơ sở "
+                      "người dùng (peft tính lại QR và dịch W).",
+                      "Quy tắc là không sửa mô hình cơ sở của người dùng; cái giá của bản chuyển đổi là dung lượng.")
+    return _ok("Lựa chọn của bạn đứng vững với số liệu của bạn, đã đo lại từ các tệp và bằng một lần nạp thật.",
+               f"bạn chọn «{choice}»: bản chuyển đổi {sizes['MB_chuyển_đổi']:.2f} MB, bản thường "
+               f"{sizes['MB_thường']:.2f} MB, nạp bản thường sửa {shifted} lớp.")

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from ._common import CheckResult, _is_peft_model, _never_raises, _ok, _target_set, _todo, _wrong
+from ._common import (
+    CheckResult,
+    _decision,
+    _field,
+    _is_peft_model,
+    _never_raises,
+    _number,
+    _ok,
+    _plain,
+    _target_set,
+    _todo,
+    _wrong,
+)
 
 
 def _date_dd_mm_yyyy(answer: str) -> str:
@@ -141,14 +153,30 @@ def check_dpo_trainer(trainer, r: int, target_modules, steps: int) -> CheckResul
                f"{', '.join(sorted(want))}), đã huấn luyện {done} bước.")
 
 
+_LAST_LOGPS: dict = {}
+
+
 def _eval_logps(trainer):
-    """(policy, reference) log-probabilities over the trainer's evaluation set, recomputed."""
+    """(policy, reference) log-probabilities over the trainer's evaluation set, recomputed.
+
+    The last result is kept for the same trainer, step and adapter weights (a fingerprint of the trainable
+    parameters), so the three checks that read it after one training run pay for it once.
+    """
+    import torch
+
     from ..preferences import dataloader_logps
 
+    with torch.no_grad():
+        fingerprint = tuple(round(p.double().sum().item(), 12) for p in trainer.model.parameters() if p.requires_grad)
+    key = (id(trainer), trainer.state.global_step, fingerprint)
+    if key in _LAST_LOGPS:
+        return _LAST_LOGPS[key]
     loader = trainer.get_eval_dataloader()
     with trainer.model.disable_adapter():
         reference = dataloader_logps(trainer.model, loader)
     policy = dataloader_logps(trainer.model, loader)
+    _LAST_LOGPS.clear()
+    _LAST_LOGPS[key] = (policy, reference)
     return policy, reference
 
 
@@ -170,7 +198,7 @@ def _same(a, b, atol: float = 1e-3) -> bool:
 
 def _trainer_or_wrong(trainer):
     if trainer is None or not _is_dpo_trainer(trainer) or not _is_peft_model(trainer.model):
-        return _wrong("không có `trainer` DPO với bộ điều hợp để đối chiếu.", "Làm bài 2 trước (tạo và huấn luyện `trainer`).")
+        return _wrong("không có `trainer` DPO với bộ điều hợp để đối chiếu.", "Làm câu 2 trước (tạo và huấn luyện `trainer`).")
     return None
 
 
@@ -273,3 +301,62 @@ def check_dpo_numbers(margins, accuracy, loss, trainer, beta: float) -> CheckRes
     return _ok(f"biên, độ chính xác ưu tiên và loss DPO trên {truth.numel()} cặp kiểm định khớp với cách TRL tính "
                "(lúc bắt đầu, loss là log 2 ≈ 0,693).",
                f"biên trung bình {truth.mean().item():.3f}, độ chính xác ưu tiên {acc_truth:.0%}, loss {loss_truth:.4f}.")
+
+
+_SHIP, _MORE = "giao", "huan luyen them"
+
+
+@_never_raises
+def check_dpo_decision(answer, trainer, beta: float, min_accuracy: float = 0.75) -> CheckResult:
+    """Decide and defend: ship the DPO adapter now, or train more? The numbers are recomputed from ``trainer``.
+
+    ``answer`` = ``{"lựa_chọn": "giao" | "huấn luyện thêm", "số_liệu": {"độ_chính_xác_ưu_tiên": float,
+    "loss_dpo": float, "biên_trung_bình": float}}`` on the evaluation pairs. The team's rule: ship only when the
+    preference accuracy reaches ``min_accuracy`` and the loss is below log 2 (the loss before any training).
+    Rejects: numbers that are not this trainer's (made up, a percentage, the training loss instead of the
+    evaluation loss), and a choice the numbers contradict.
+    """
+    import math
+
+    import torch.nn.functional as F
+
+    if answer is None:
+        return _todo()
+    parsed = _decision(answer)
+    if isinstance(parsed, CheckResult):
+        return parsed
+    choice, numbers = parsed
+    plain = _plain(choice)
+    if plain not in (_SHIP, _MORE):
+        return _wrong(f"`lựa_chọn` = {choice!r}; chọn \"giao\" hoặc \"huấn luyện thêm\".", "Viết đúng một trong hai.")
+    bad = _trainer_or_wrong(trainer)
+    if bad is not None:
+        return bad
+    (pc, pr), (rc, rr) = _eval_logps(trainer)
+    margins = beta * ((pc - rc) - (pr - rr))
+    truth = {"độ_chính_xác_ưu_tiên": (margins > 0).float().mean().item(),
+             "loss_dpo": (-F.logsigmoid(margins)).mean().item(),
+             "biên_trung_bình": margins.mean().item()}
+    for key, value in truth.items():
+        got = _number(_field(numbers, key))
+        if got is not None and abs(got - value) <= max(1e-3, 1e-3 * abs(value)):
+            continue
+        hint = "Chép các con số bạn đã tính ở câu 3 (`do_chinh_xac`, `loss_dpo`, `bien.mean()`), đừng gõ tay."
+        if got is not None and key == "độ_chính_xác_ưu_tiên" and abs(got - 100 * value) < 1e-3:
+            hint = "Độ chính xác ưu tiên là tỉ lệ 0–1, không phải phần trăm."
+        elif got is not None and key == "loss_dpo" and trainer.state.log_history:
+            train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+            if train_losses and abs(got - train_losses[-1]) < 1e-3:
+                hint = "Đó là loss huấn luyện của bước cuối; quyết định dựa trên tập kiểm định (câu 3)."
+        return _wrong(f"`số_liệu['{key}']` = {_field(numbers, key)!r} không phải con số của tập kiểm định.", hint)
+    ready = truth["độ_chính_xác_ưu_tiên"] >= min_accuracy and truth["loss_dpo"] < math.log(2)
+    if plain == _SHIP and not ready:
+        return _wrong("chính số liệu của bạn phản bác lựa chọn này: độ chính xác ưu tiên hoặc loss chưa đạt ngưỡng giao.",
+                      f"Quy tắc: độ chính xác ưu tiên ≥ {min_accuracy:.0%} và loss < log 2 ≈ 0,693.")
+    if plain == _MORE and ready:
+        return _wrong("số liệu của bạn đã đạt ngưỡng giao, mà bạn chọn huấn luyện thêm.",
+                      "Theo quy tắc của nhóm thì đã giao được; huấn luyện thêm tốn thời gian và dễ quá khớp (overfitting) "
+                      "với 16 cặp.")
+    return _ok("Lựa chọn của bạn đúng theo quy tắc của nhóm, với các con số đã tính lại từ `trainer`.",
+               f"bạn chọn «{choice}»: độ chính xác ưu tiên {truth['độ_chính_xác_ưu_tiên']:.0%}, loss "
+               f"{truth['loss_dpo']:.4f}, biên trung bình {truth['biên_trung_bình']:.3f}.")
