@@ -98,11 +98,9 @@ def _is_peft_model(model) -> bool:
 
 def _lora_layers(model, adapter_name: str | None = None):
     """(name, module) of the LoRA layers of ``model`` (those holding ``adapter_name`` if given)."""
-    from peft.tuners.lora import LoraLayer
+    from ..layers import lora_layers
 
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLayer) and (adapter_name is None or adapter_name in module.lora_A):
-            yield name, module
+    return lora_layers(model, adapter_name)
 
 
 def _active(model) -> list[str]:

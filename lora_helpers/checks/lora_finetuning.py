@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+from ..params import lora_layer_params
 from ._common import (
     CheckResult,
     _as_int,
@@ -59,7 +60,7 @@ def check_lora_param_count(answer, model, config) -> CheckResult:
                       "Số tham số là số nguyên, ví dụ `so_tham_so = 30 * 4 * (576 + 576)`.")
     shapes = _lora_shapes(model, config)
     r, alpha = config.r, config.lora_alpha
-    truth = sum(r * (d_in + d_out) for _, d_in, d_out in shapes)
+    truth = sum(lora_layer_params(r, d_in, d_out) for _, d_in, d_out in shapes)
     if value == truth:
         return _ok(f"{truth:,} tham số huấn luyện được: r·(d_in + d_out) cộng trên {len(shapes)} lớp.")
     n_blocks = getattr(model.config, "num_hidden_layers", 0) or 1
@@ -414,7 +415,7 @@ def check_lora_budget(answer, model, budget_bytes: int, required_modules, bytes_
     count = check_lora_param_count(n_params, model, config)
     if not count:
         return count
-    truth = sum(r * (d_in + d_out) for _, d_in, d_out in shapes)
+    truth = sum(lora_layer_params(r, d_in, d_out) for _, d_in, d_out in shapes)
     megabytes = truth * bytes_per_param / 1e6
     cited_mb = _number(_field(numbers, "bộ_nhớ_MB"))
     if cited_mb is None:

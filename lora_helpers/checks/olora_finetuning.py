@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..layers import linear_layers
 from ._common import (
     CheckResult,
     _active,
@@ -145,7 +146,6 @@ def check_shifted_layer_count(answer, peft_model, original, r: int | None = None
     the answer 0, the count of one layer type only, the count of every linear layer
     (``all-linear``), a doubled count, and an answer that is not a whole number.
     """
-    import torch
 
     from ..olora import base_weight_changes
 
@@ -184,8 +184,7 @@ def check_shifted_layer_count(answer, peft_model, original, r: int | None = None
     per_type: dict[str, int] = {}
     for name, _ in _lora_layers(peft_model):
         per_type[name.split(".")[-1]] = per_type.get(name.split(".")[-1], 0) + 1
-    n_linear = sum(1 for name, m in original.named_modules()
-                   if isinstance(m, torch.nn.Linear) and not name.endswith("lm_head"))
+    n_linear = len(linear_layers(original))
     if value == 0:
         return _wrong("0 lớp: bạn đang so trọng số đã bị dịch với chính nó (hai biến trỏ tới cùng một mô hình, hoặc cả hai "
                       "trọng số đều lấy từ `mo_hinh_olora`).",

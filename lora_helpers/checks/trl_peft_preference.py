@@ -7,6 +7,7 @@ from ._common import (
     _decision,
     _field,
     _is_peft_model,
+    _lora_layers,
     _never_raises,
     _number,
     _ok,
@@ -101,7 +102,6 @@ def check_dpo_trainer(trainer, r: int, target_modules, steps: int) -> CheckResul
     in, a ``PeftModel`` passed in (TRL copies its adapter as ``"ref"``), another rank or target set,
     base weights left trainable, an untrained trainer or another number of steps.
     """
-    from peft.tuners.lora import LoraLayer
 
     if trainer is None:
         return _todo()
@@ -143,8 +143,7 @@ def check_dpo_trainer(trainer, r: int, target_modules, steps: int) -> CheckResul
     if done != steps:
         return _wrong(f"trainer đã chạy {done} bước, đề bài yêu cầu {steps}.",
                       f"Dùng `args=CAU_HINH` (max_steps={steps}) và gọi `trainer.train()` một lần.")
-    moved = any(m.lora_B["default"].weight.abs().max().item() > 0 for _, m in model.named_modules()
-                if isinstance(m, LoraLayer) and "default" in m.lora_B)
+    moved = any(m.lora_B["default"].weight.abs().max().item() > 0 for _, m in _lora_layers(model, "default"))
     if not moved:
         return _wrong("mọi ma trận B vẫn bằng 0: bộ điều hợp không học được gì.",
                       "Kiểm tra tốc độ học trong `CAU_HINH` và gọi `trainer.train()`.")
