@@ -176,7 +176,10 @@ def _field(mapping, name: str, default=None):
 
 
 def _decision(answer, fields: str = "`lựa_chọn` và `số_liệu`"):
-    """(choice, numbers) of a "decide and defend" answer ``{"lựa_chọn": ..., "số_liệu": {...}}``; a CheckResult if unreadable."""
+    """(choice, numbers) of a "decide and defend" answer ``{"lựa_chọn": ..., "số_liệu": {...}}``; a CheckResult
+    ("not done yet" for None, "wrong" when unreadable) otherwise."""
+    if answer is None:
+        return _todo()
     if not isinstance(answer, dict):
         return _wrong(f"đáp án phải là một dict có hai khoá {fields}, bạn đưa {type(answer).__name__}.",
                       "Ví dụ: `{\"lựa_chọn\": ..., \"số_liệu\": {...}}`.")
@@ -188,6 +191,15 @@ def _decision(answer, fields: str = "`lựa_chọn` và `số_liệu`"):
         return _wrong(f"`số_liệu` phải là một dict, bạn đưa {type(numbers).__name__}.",
                       "Mỗi con số một khoá, như đề bài liệt kê.")
     return choice, numbers
+
+
+def _size_hint(got, value, other_value, near, swapped: str, recount: str) -> str:
+    """The hint for a wrong size in MB: swapped with the other size, given in MiB, or miscounted."""
+    if near(got, other_value):
+        return swapped
+    if near(got, value * 1e6 / 2**20):
+        return "Đó là MiB; đề bài dùng 1 MB = 10⁶ byte."
+    return recount
 
 
 def _number(value):

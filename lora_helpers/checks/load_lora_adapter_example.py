@@ -518,8 +518,6 @@ def check_adapter_choice(answer, combined, alone, test_sets, max_drop: float = 0
     """
     from ..evaluation import task_metrics
 
-    if answer is None:
-        return _todo()
     parsed = _decision(answer)
     if isinstance(parsed, CheckResult):
         return parsed

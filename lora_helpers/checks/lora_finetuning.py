@@ -383,8 +383,6 @@ def check_lora_budget(answer, model, budget_bytes: int, required_modules, bytes_
     """
     from peft import LoraConfig
 
-    if answer is None:
-        return _todo()
     parsed = _decision(answer)
     if isinstance(parsed, CheckResult):
         return parsed

@@ -16,6 +16,7 @@ from ._common import (
     _parity_result,
     _plain,
     _same_number,
+    _size_hint,
     _todo,
     _wrong,
 )
@@ -242,8 +243,6 @@ def check_merge_decision(answer, reference, merged_low, result_low, tokenizer, d
     or swapped numbers, sizes in the wrong unit or swapped, a parity result of another pair of models,
     and a choice its own numbers contradict.
     """
-    if answer is None:
-        return _todo()
     parsed = _decision(answer)
     if isinstance(parsed, CheckResult):
         return parsed
@@ -293,12 +292,10 @@ def check_merge_decision(answer, reference, merged_low, result_low, tokenizer, d
         if near(got, value):
             continue
         other = "bfloat16" if dtype == "float32" else "float32"
-        if near(got, want[other]):
-            hint = "Hai dung lượng bị đổi chỗ: float32 dùng 4 byte mỗi số, bfloat16 dùng 2."
-        elif near(got, value * 1e6 / 2**20):
-            hint = "Đó là MiB; đề bài dùng 1 MB = 10⁶ byte."
-        else:
-            hint = "Đếm tham số: `sum(p.numel() for p in mo_hinh_sai_dtype.parameters())`, nhân số byte mỗi số, chia 10⁶."
+        hint = _size_hint(got, value, want[other], near,
+                          "Hai dung lượng bị đổi chỗ: float32 dùng 4 byte mỗi số, bfloat16 dùng 2.",
+                          "Đếm tham số: `sum(p.numel() for p in mo_hinh_sai_dtype.parameters())`, nhân số byte mỗi số, "
+                          "chia 10⁶.")
         return _wrong(f"`dung_lượng_MB['{dtype}']` = {_field(sizes, dtype)!r} chưa đúng.", hint)
     unchanged = result_low.generations_ok and result_low.metrics_ok
     if plain == "bfloat16" and not unchanged:

@@ -21,6 +21,7 @@ from ._common import (
     _ok,
     _parity_result,
     _plain,
+    _size_hint,
     _target_set,
     _todo,
     _wrong,
@@ -387,8 +388,6 @@ def check_olora_share_decision(answer, converted_dir, plain_dir, load_base, orig
 
     from ..olora import base_weight_changes
 
-    if answer is None:
-        return _todo()
     parsed = _decision(answer)
     if isinstance(parsed, CheckResult):
         return parsed
@@ -416,12 +415,9 @@ def check_olora_share_decision(answer, converted_dir, plain_dir, load_base, orig
         if near(got, value):
             continue
         other = "MB_thường" if key == "MB_chuyển_đổi" else "MB_chuyển_đổi"
-        if near(got, sizes[other]):
-            hint = "Hai dung lượng bị đổi chỗ: bản chuyển đổi có hạng 2r nên lớn gấp đôi."
-        elif near(got, value * 1e6 / 2**20):
-            hint = "Đó là MiB; đề bài dùng 1 MB = 10⁶ byte."
-        else:
-            hint = "Đọc kích thước tệp: `(thư_mục / \"adapter_model.safetensors\").stat().st_size / 1e6`."
+        hint = _size_hint(got, value, sizes[other], near,
+                          "Hai dung lượng bị đổi chỗ: bản chuyển đổi có hạng 2r nên lớn gấp đôi.",
+                          "Đọc kích thước tệp: `(thư_mục / \"adapter_model.safetensors\").stat().st_size / 1e6`.")
         return _wrong(f"`số_liệu['{key}']` = {_field(numbers, key)!r} không phải kích thước tệp trên đĩa.", hint)
     import warnings
 

@@ -319,8 +319,6 @@ def check_dpo_decision(answer, trainer, beta: float, min_accuracy: float = 0.75)
 
     import torch.nn.functional as F
 
-    if answer is None:
-        return _todo()
     parsed = _decision(answer)
     if isinstance(parsed, CheckResult):
         return parsed
