@@ -578,7 +578,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=DATA_FILE,
                         help="tệp số đo cho hình LoRA so với toàn bộ (mặc định: images/data/lora_vs_full.json)")
     args = parser.parse_args(argv)
-    if args.data == DATA_FILE and refresh_figure_data():
+    if args.out == IMAGES and args.data == DATA_FILE and refresh_figure_data():  # `make images`, not a test run
         print(f"Cập nhật {shown(DATA_FILE)} từ lần chạy mới nhất của bài: {shown(LESSON_MEASUREMENTS)}")
     print(f"Vẽ hình vào {shown(args.out)}/")
     written = make_all(args.out, args.data)
