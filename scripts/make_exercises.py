@@ -17,7 +17,9 @@ JupyterLab like any lesson), marked nbgrader-style:
 * markdown cells: lines from ``<!-- BEGIN SOLUTION -->`` to ``<!-- END SOLUTION -->`` are
   dropped (explanations, the "bản có lời giải" note), and a cell left empty is dropped; a line
   ``<!-- EXERCISE: text -->`` is shown as ``text`` in the exercise only;
-* the Colab badge link ``.../solutions/X_solutions.ipynb`` becomes ``.../exercises/X_exercises.ipynb``.
+* the Colab badge link ``.../solutions/X_solutions.ipynb`` becomes ``.../exercises/X_exercises.ipynb``;
+* a working folder ``"outputs" / "bai_tap_NN"`` becomes ``"outputs" / "bai_tap_NN_tu_lam"``, so a solution and its
+  exercise never share (or wipe) a folder when ``make test`` runs two notebooks at the same time.
 
 ``solutions/<lesson>_solutions.ipynb`` gives ``exercises/<lesson>_exercises.ipynb``, where ``<lesson>``
 is the name of the lesson notebook in ``notebooks/``. Outputs and
@@ -42,6 +44,7 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
 MD_EXERCISE = re.compile(r"^\s*<!-- EXERCISE: (.*) -->\s*$")
 STUB = "# VIẾT CODE CỦA BẠN Ở ĐÂY"
+OWN_FOLDER = re.compile(r'("outputs"\s*/\s*"bai_tap_\d+)"')  # the exercise's own working folder: see the docstring
 SOLUTION_SUFFIX, EXERCISE_SUFFIX = "_solutions.ipynb", "_exercises.ipynb"
 
 
@@ -146,7 +149,7 @@ def make_exercise(solution, solution_name: str):
         where = f"{solution_name} cell {i}"
         source = cell.source
         if cell.cell_type == "code":
-            cells.append(nbformat.v4.new_code_cell(strip_code(source, where)))
+            cells.append(nbformat.v4.new_code_cell(OWN_FOLDER.sub(r'\1_tu_lam"', strip_code(source, where))))
         elif cell.cell_type == "markdown":
             text = strip_markdown(source, solution_name, where)
             if text.strip():  # a cell that only held an explanation disappears

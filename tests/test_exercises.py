@@ -55,6 +55,14 @@ def test_strip_code_rejects_broken_markers(source, message):
         mx.strip_code(source)
 
 
+def test_exercise_works_in_its_own_folder():
+    """make test runs two notebooks at once: a solution and its exercise must not share (and wipe) a folder."""
+    solution = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        'OUT = course_root() / "outputs" / "bai_tap_04"\nshutil.rmtree(OUT)')])
+    exercise = mx.make_exercise(solution, "olora_finetuning_solutions.ipynb")
+    assert exercise.cells[0].source == 'OUT = course_root() / "outputs" / "bai_tap_04_tu_lam"\nshutil.rmtree(OUT)'
+
+
 def test_strip_markdown_drops_solution_text_and_shows_exercise_text():
     source = ("badge blob/main/solutions/01_a_solutions.ipynb\n<!-- BEGIN SOLUTION -->\nlời giải\n<!-- END SOLUTION -->\n"
               "<!-- EXERCISE: chỉ ở bài tập -->\nchung")
