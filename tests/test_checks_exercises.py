@@ -13,7 +13,17 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
-from test_checks import CONFIG, TASKS, fake_result, ok, randomize_lora, todo, two_adapter_model, wrong
+from test_checks import (
+    CONFIG,
+    TASKS,
+    adapter_dirs,  # noqa: F401  (the shared module fixture: two saved tiny adapters)
+    fake_result,
+    ok,
+    randomize_lora,
+    todo,
+    two_adapter_model,
+    wrong,
+)
 from trl import SFTConfig
 
 from lora_helpers.broken import CAUSES, broken_adapter_cases
@@ -31,18 +41,6 @@ from lora_helpers.checks import (
 from lora_helpers.data import make_task_splits
 from lora_helpers.evaluation import evaluate_task, generate
 from lora_helpers.parity import check_parity
-
-
-@pytest.fixture(scope="module")
-def adapter_dirs(tmp_path_factory, tiny_model_factory):
-    """Two saved tiny adapters with different trained-looking weights (all-linear)."""
-    root = tmp_path_factory.mktemp("adapters16")
-    dirs = {}
-    for seed, task in enumerate(TASKS):
-        model = randomize_lora(get_peft_model(tiny_model_factory(), LoraConfig(**CONFIG)), seed=seed + 1)
-        model.save_pretrained(root / task)
-        dirs[task] = root / task
-    return dirs
 
 
 def rows_of(task, words):
