@@ -248,7 +248,6 @@ def test_lesson_prose_numbers_come_from_the_run(path):
     _check(path)
 
 
-@pytest.mark.xfail(strict=False, reason="solutions rewritten in issue 16; fixed after merge")
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
 def test_solution_prose_numbers_come_from_the_run(path):
     _check(path)
