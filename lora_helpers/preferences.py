@@ -91,6 +91,47 @@ def rejected_answer(answer: str, rng: random.Random, kind: str | None = None) ->
     return text, kind
 
 
+
+ANSWER_KINDS = {
+    "dung": "đúng",
+    "dao_ngay_thang": "đảo ngày và tháng",
+    "sai_ngay": "sai ngày (năm, tháng đúng)",
+    "sai_thang": "sai tháng (năm, ngày đúng)",
+    "sai_nam": "sai năm (ngày, tháng đúng)",
+    "sai_nhieu_cho": "sai nhiều chỗ",
+    "thieu_so_0": "thiếu số 0 ở đầu tháng/ngày",
+    "thu_tu_dd_mm_yyyy": "viết theo thứ tự DD-MM-YYYY",
+    "sai_dinh_dang": "không phải một ngày YYYY-MM-DD",
+}
+_LOOSE_ISO = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
+_DMY = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})$")
+
+
+def classify_date_answer(prediction: str, reference: str) -> str:
+    """Which kind of answer ``prediction`` is for the ISO date ``reference``: a key of :data:`ANSWER_KINDS`.
+
+    Used to count a model's real mistakes (e.g. before and after DPO), not only whether it is right.
+    """
+    y, m, d = parse_iso_date(reference)
+    text = prediction.strip() if isinstance(prediction, str) else ""
+    if text == reference:
+        return "dung"
+    strict = _ISO.match(text)
+    if strict:
+        py, pm, pd = (int(g) for g in strict.groups())
+        if (py, pm, pd) == (y, d, m):
+            return "dao_ngay_thang"
+        wrong = [name for name, a, b in (("nam", py, y), ("thang", pm, m), ("ngay", pd, d)) if a != b]
+        return f"sai_{wrong[0]}" if len(wrong) == 1 else "sai_nhieu_cho"
+    loose = _LOOSE_ISO.match(text)
+    if loose and tuple(int(g) for g in loose.groups()) == (y, m, d):
+        return "thieu_so_0"
+    dmy = _DMY.match(text)
+    if dmy and (int(dmy.group(3)), int(dmy.group(2)), int(dmy.group(1))) == (y, m, d):
+        return "thu_tu_dd_mm_yyyy"
+    return "sai_dinh_dang"
+
+
 def _preference_row(row: dict, rng: random.Random) -> dict:
     prompt = row["messages"][:-1]
     answer = row["answer"]

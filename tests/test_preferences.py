@@ -162,3 +162,22 @@ def test_preference_plots_draw_every_series():
     assert len(ax.patches) == 8 and [t.get_text() for t in ax.get_legend().get_texts()] == ["trước", "sau"]
     fig = plot_metric_curves({"loss": [(1, 0.69), (2, 0.4)], "rewards/margins": [(1, 0.0), (2, 0.8)]})
     assert len(fig.axes) == 2 and list(fig.axes[1].lines[0].get_ydata()) == [0.0, 0.8]
+
+
+@pytest.mark.parametrize("prediction, kind", [
+    ("2021-04-03", "dung"), (" 2021-04-03 ", "dung"), ("2021-03-04", "dao_ngay_thang"), ("2021-04-30", "sai_ngay"),
+    ("2021-05-03", "sai_thang"), ("2020-04-03", "sai_nam"), ("2020-05-03", "sai_nhieu_cho"), ("2021-4-3", "thieu_so_0"),
+    ("03-04-2021", "thu_tu_dd_mm_yyyy"), ("3/4/2021", "thu_tu_dd_mm_yyyy"), ("Ngày 3 tháng 4 năm 2021", "sai_dinh_dang"),
+    ("", "sai_dinh_dang"), (None, "sai_dinh_dang"),
+])
+def test_classify_date_answer(prediction, kind):
+    from lora_helpers.preferences import ANSWER_KINDS, classify_date_answer
+
+    assert classify_date_answer(prediction, "2021-04-03") == kind and kind in ANSWER_KINDS
+
+
+def test_classify_needs_an_iso_reference():
+    from lora_helpers.preferences import classify_date_answer
+
+    with pytest.raises(CourseError, match="YYYY-MM-DD"):
+        classify_date_answer("2021-04-03", "3/4/2021")
