@@ -139,7 +139,9 @@ def strip_markdown(source: str, solution_name: str, where: str = "") -> str:
     if inside:
         raise MarkerError(f"{where}: {MD_BEGIN} without {MD_END}")
     text = "\n".join(out)
-    return text.replace(f"blob/main/solutions/{solution_name}", f"blob/main/exercises/{exercise_name(solution_name)}")
+    # only the badge (an <a href=... target="_parent">): Colab twins of links *to* the solutions keep pointing there
+    return text.replace(f'blob/main/solutions/{solution_name}" target="_parent"',
+                        f'blob/main/exercises/{exercise_name(solution_name)}" target="_parent"')
 
 
 def make_exercise(solution, solution_name: str):

@@ -175,3 +175,22 @@ def test_recipe_check_catches_a_silent_difference():
         "LORA_R = 4 but RECIPE.r = 8"]
     assert not recipe_disagreements("N_TEST = 20  # RECIPE: 50; 20 keep the lesson short on CPU", RECIPE)
     assert not recipe_disagreements("LORA_R = RECIPE.r", RECIPE)
+
+
+def test_every_link_to_a_notebook_has_a_colab_twin():
+    from scripts import colab_links
+
+    assert not colab_links.missing(), "run `python scripts/colab_links.py` (Colab cannot follow relative links)"
+
+
+def test_colab_twin_is_built_from_the_setup_cell_repository(tmp_path):
+    from scripts import colab_links
+
+    repo = colab_links.repository()
+    assert repo == "lora-course-vi/lora-course-vi"
+    lesson = ROOT / "notebooks" / "merge_lora_adapters.ipynb"
+    text = "Xem [bài 1](load_lora_adapter_example.ipynb#muc-2) và [lời giải](../solutions/x.ipynb), [web](https://a.b/c.ipynb)."
+    once = colab_links.with_colab_links(text, lesson, repo)
+    assert once.count("([Colab](https://colab.research.google.com/github/lora-course-vi/lora-course-vi/blob/main/") == 2
+    assert "blob/main/notebooks/load_lora_adapter_example.ipynb))" in once and "blob/main/solutions/x.ipynb))" in once
+    assert colab_links.with_colab_links(once, lesson, repo) == once          # idempotent
