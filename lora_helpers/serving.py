@@ -305,7 +305,8 @@ def check_hotswap_compatible(model, adapter_dir, adapter_name: str) -> dict:
     """
     import json
 
-    from peft.utils.hotswap import CONFIG_KEYS_TO_CHECK  # noqa: F401 - the keys peft itself compares
+    from peft import PeftType
+    from peft.utils.hotswap import CONFIG_KEYS_TO_CHECK  # the settings peft itself requires to match
 
     loaded = loaded_adapters(model)
     if adapter_name not in loaded:
@@ -323,7 +324,7 @@ def check_hotswap_compatible(model, adapter_dir, adapter_name: str) -> dict:
     if new.get("peft_type") != "LORA":
         raise CourseError(f"`{adapter_dir.name}` là bộ điều hợp {new.get('peft_type')}, không phải LoRA.",
                           "hotswap_adapter chỉ thay được bộ điều hợp LoRA.")
-    for key in ("use_rslora", "lora_dropout", "alpha_pattern", "use_dora"):
+    for key in CONFIG_KEYS_TO_CHECK.get(PeftType.LORA, ("use_rslora", "lora_dropout", "alpha_pattern", "use_dora")):
         if new.get(key, old.get(key)) != old.get(key):
             raise CourseError(f"Không thay nóng được: `{key}` khác nhau ({old.get(key)!r} trên mô hình, {new.get(key)!r} "
                               f"trong `{adapter_dir.name}`).",

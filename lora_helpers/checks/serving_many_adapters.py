@@ -104,7 +104,8 @@ def _string_list(value, name: str, n: int):
 
 
 @_never_raises
-def check_mixed_batch(mixed_answers, separate_answers, identical, model, tokenizer, max_new_tokens: int) -> CheckResult:
+def check_mixed_batch(mixed_answers, separate_answers, identical, model, tokenizer, max_new_tokens: int,
+                      requests=None) -> CheckResult:
     """The learner's mixed-batch answers, per-adapter answers and per-request verdict are right.
 
     The check serves :func:`mixed_batch_requests` again itself, one ``set_adapter`` group at a time
@@ -112,16 +113,17 @@ def check_mixed_batch(mixed_answers, separate_answers, identical, model, tokeniz
     learner's answer lists to equal those answers (stripped), and ``identical`` to be the list of
     per-request booleans comparing them. Rejects: a batch generated without ``adapter_names`` (base
     answers), every request sent to one adapter, the dataset's reference answers copied in, the same
-    list object passed twice, and a verdict that is not computed (a bare ``True``).
+    list object passed twice, and a verdict that is not computed (a bare ``True``). ``requests``:
+    ``(prompts, names)`` (default :func:`mixed_batch_requests`; the tests pass tiny-tokenizer prompts).
     """
     if mixed_answers is None or separate_answers is None or identical is None:
         return _todo()
-    from ..serving import generate_batch, serve_by_switching
+    from ..serving import generate_batch, loaded_adapters, serve_by_switching
 
-    prompts, names = mixed_batch_requests()
+    prompts, names = requests if requests is not None else mixed_batch_requests()
     for value, label in ((mixed_answers, "tra_loi_tron"), (separate_answers, "tra_loi_rieng")):
         problem = _string_list(value, label, len(prompts))
-        if problem:
+        if problem is not None:           # a CheckResult is falsy when wrong
             return problem
     if mixed_answers is separate_answers:
         return _wrong("`tra_loi_tron` và `tra_loi_rieng` là cùng một danh sách: bạn chưa so hai cách với nhau.",
@@ -145,6 +147,13 @@ def check_mixed_batch(mixed_answers, separate_answers, identical, model, tokeniz
             hint = ("Truyền `adapter_names=TEN` cho model.generate." if label == "tra_loi_tron" else
                     "Gọi model.set_adapter(tên) trước khi sinh cho mỗi nhóm (và chỉ dùng disable_adapter cho \"__base__\").")
             return _wrong(f"`{label}`: {len(bad)} câu là câu trả lời của mô hình cơ sở (không bộ điều hợp nào).", hint)
+        for adapter in loaded_adapters(model):
+            one = serve_by_switching(model, tokenizer, prompts, [adapter] * len(prompts), max_new_tokens).answers
+            if all(answers[j].strip() == one[j].strip() for j in bad):
+                hint = ("Truyền `adapter_names=TEN` cho model.generate: không có nó, cả lô đi qua bộ đang bật."
+                        if label == "tra_loi_tron" else "Gọi model.set_adapter(tên) cho TỪNG nhóm trước khi sinh.")
+                return _wrong(f"`{label}`: {len(bad)} câu là câu trả lời của bộ `{adapter}`, không phải bộ của yêu cầu đó.",
+                              hint)
         return _wrong(f"`{label}`: câu {i} (`{names[i]}`) là «{answers[i][:60]}», nhưng bộ `{names[i]}` sinh «{truth[i][:60]}».",
                       f"Dùng đúng thiết lập: tham lam (do_sample=False), max_new_tokens={max_new_tokens}, đệm bên trái "
                       "(padding_side=\"left\"), mẫu hội thoại với add_generation_prompt=True; mỗi câu đúng bộ của nó.")
