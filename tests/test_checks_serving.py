@@ -77,6 +77,9 @@ def test_mixed_batch(tiny_model_factory, tiny_tokenizer, adapter_dirs):  # noqa:
         return check_mixed_batch(m, s, g, model, tiny_tokenizer, N_NEW, requests=REQUESTS)
 
     ok(check(mixed, list(separate), same))
+    ok(check_mixed_batch(tuple(mixed), separate, tuple(same), model, tiny_tokenizer, N_NEW, requests=REQUESTS))
+    todo(check_mixed_batch(None, None, None, model, tiny_tokenizer, N_NEW))
+    wrong(check_mixed_batch(mixed, separate, same, model, tiny_tokenizer, N_NEW + 3, requests=REQUESTS), "max_new_tokens=8")
     todo(check(None, None, None))
     todo(check(mixed, None, same))
     # forgot adapter_names: every row through the active adapter (don_hang) or with the adapters off
