@@ -19,7 +19,7 @@ Layout: one module per lesson, named after the lesson notebook, and one shared m
   ``_never_raises`` and the small helpers used by several lessons;
 * ``load_lora_adapter_example`` (lesson 1), ``lora_finetuning`` (lesson 2),
   ``merge_lora_adapters`` (lesson 3), ``olora_finetuning`` (lesson 4),
-  ``trl_peft_preference`` (lesson 5): that lesson's checks.
+  ``trl_peft_preference`` (lesson 5), ``serving_many_adapters`` (serving many adapters): that lesson's checks.
 
 Everything is re-exported here, so notebooks and tests import from ``lora_helpers.checks``.
 """
@@ -65,6 +65,13 @@ from .olora_finetuning import (
     check_olora_share_decision,
     check_shifted_layer_count,
 )
+from .serving_many_adapters import (
+    check_manual_routes,
+    check_mixed_batch,
+    check_safe_hotswap,
+    manual_routing_requests,
+    mixed_batch_requests,
+)
 from .trl_peft_preference import _eval_logps as _eval_logps
 from .trl_peft_preference import (
     check_dpo_decision,
@@ -82,5 +89,6 @@ __all__ = [
     "check_lora_output", "check_lora_param_count", "check_merged_model", "check_olora_conversion", "check_olora_init",
     "check_olora_parity", "check_parity_passed", "check_preference_pairs", "check_reference_logps",
     "check_routed_answers", "check_router", "check_shifted_layer_count", "check_task_scores", "check_trained_lora",
-    "check_weighted_adapter", "sft_brief",
+    "check_weighted_adapter", "sft_brief", "check_manual_routes", "check_mixed_batch", "check_safe_hotswap",
+    "manual_routing_requests", "mixed_batch_requests",
 ]
