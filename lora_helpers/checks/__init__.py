@@ -19,7 +19,7 @@ Layout: one module per lesson, named after the lesson notebook, and one shared m
   ``_never_raises`` and the small helpers used by several lessons;
 * ``load_lora_adapter_example`` (lesson 1), ``lora_finetuning`` (lesson 2),
   ``merge_lora_adapters`` (lesson 3), ``olora_finetuning`` (lesson 4),
-  ``trl_peft_preference`` (lesson 5): that lesson's checks.
+  ``trl_peft_preference`` (lesson 5), ``lora_from_scratch_and_variants`` (lesson 6): that lesson's checks.
 
 Everything is re-exported here, so notebooks and tests import from ``lora_helpers.checks``.
 """
@@ -50,6 +50,12 @@ from .lora_finetuning import (
     check_sft_config,
     check_trained_lora,
     sft_brief,
+)
+from .lora_from_scratch_and_variants import (
+    check_lora_forward,
+    check_noise_decision,
+    check_scaling,
+    check_scratch_parity,
 )
 from .merge_lora_adapters import (
     check_diagnosis,
@@ -82,5 +88,6 @@ __all__ = [
     "check_lora_output", "check_lora_param_count", "check_merged_model", "check_olora_conversion", "check_olora_init",
     "check_olora_parity", "check_parity_passed", "check_preference_pairs", "check_reference_logps",
     "check_routed_answers", "check_router", "check_shifted_layer_count", "check_task_scores", "check_trained_lora",
-    "check_weighted_adapter", "sft_brief",
+    "check_weighted_adapter", "sft_brief", "check_scaling", "check_lora_forward", "check_scratch_parity",
+    "check_noise_decision",
 ]
