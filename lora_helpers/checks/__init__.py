@@ -18,8 +18,9 @@ Layout: one module per lesson, named after the lesson notebook, and one shared m
 * ``_common``: :class:`CheckResult`, the message builders ``_ok``/``_wrong``/``_todo``,
   ``_never_raises`` and the small helpers used by several lessons;
 * ``load_lora_adapter_example`` (lesson 1), ``lora_finetuning`` (lesson 2),
-  ``merge_lora_adapters`` (lesson 3), ``olora_finetuning`` (lesson 4),
-  ``trl_peft_preference`` (lesson 5), ``serving_many_adapters`` (serving many adapters): that lesson's checks.
+  ``merge_lora_adapters`` (lesson 3), ``olora_finetuning`` (lesson 5),
+  ``trl_peft_preference`` (lesson 7), ``serving_many_adapters`` (lesson 4), ``lora_from_scratch_and_variants``
+  (lesson 6): that lesson's checks.
 
 Everything is re-exported here, so notebooks and tests import from ``lora_helpers.checks``.
 """
@@ -50,6 +51,12 @@ from .lora_finetuning import (
     check_sft_config,
     check_trained_lora,
     sft_brief,
+)
+from .lora_from_scratch_and_variants import (
+    check_lora_forward,
+    check_noise_decision,
+    check_scaling,
+    check_scratch_parity,
 )
 from .merge_lora_adapters import (
     check_diagnosis,
@@ -91,4 +98,5 @@ __all__ = [
     "check_routed_answers", "check_router", "check_shifted_layer_count", "check_task_scores", "check_trained_lora",
     "check_weighted_adapter", "sft_brief", "check_manual_routes", "check_mixed_batch", "check_safe_hotswap",
     "manual_routing_requests", "mixed_batch_requests",
+    "check_scaling", "check_lora_forward", "check_scratch_parity", "check_noise_decision",
 ]

@@ -1,0 +1,300 @@
+"""Checks of the exercises of lesson 6 (LoRA from scratch, then its variants side by side)."""
+
+from __future__ import annotations
+
+import math
+
+from ._common import CheckResult, _decision, _field, _never_raises, _number, _ok, _plain, _todo, _wrong
+
+
+def _scaling_table(answer, ranks):
+    """{"lora": {r: s}, "rslora": {r: s}} read from the learner's answer (rank keys as int or str); else a message."""
+    table = {}
+    for variant in ("lora", "rslora"):
+        row = _field(answer, variant)
+        if not isinstance(row, dict):
+            return f"thiếu khoá `{variant}` (một dict hạng → hệ số tỉ lệ)."
+        values = {}
+        for r in ranks:
+            value = row.get(r, row.get(str(r)))
+            if _number(value) is None:
+                return f"`{variant}` không có hệ số cho r = {r} (đang có các khoá {list(row)})."
+            values[r] = _number(value)
+        table[variant] = values
+    return table
+
+
+@_never_raises
+def check_scaling(answer, ranks, lora_alpha) -> CheckResult:
+    """The scaling factor s of ΔW = s·B·A for LoRA (alpha/r) and rsLoRA (alpha/sqrt(r)) at each rank in ``ranks``.
+
+    ``answer`` = ``{"lora": {r: s, ...}, "rslora": {r: s, ...}}``. Rejects: the two rows swapped, alpha·r,
+    r/alpha, alpha/r² for rsLoRA, sqrt(alpha/r), and any other number, with a hint naming the mistake.
+    """
+    if answer is None:
+        return _todo()
+    if not isinstance(answer, dict):
+        return _wrong(f"đáp án phải là một dict `{{\"lora\": {{r: s}}, \"rslora\": {{r: s}}}}`, bạn đưa {type(answer).__name__}.",
+                      "Xem mẫu trong đề bài.")
+    table = _scaling_table(answer, ranks)
+    if isinstance(table, str):
+        return _wrong(table, "Điền đủ hai hàng `lora` và `rslora`, mỗi hàng một hệ số cho mỗi hạng của đề bài.")
+    truth = {"lora": {r: lora_alpha / r for r in ranks}, "rslora": {r: lora_alpha / math.sqrt(r) for r in ranks}}
+
+    def close(a, b) -> bool:
+        return abs(a - b) <= 1e-3 * max(abs(b), 1e-9)
+
+    def row_is(row, formula) -> bool:
+        return all(close(row[r], formula(r)) for r in ranks)
+
+    mistakes = [
+        (lambda r: lora_alpha * r, "bạn nhân alpha với r; hệ số là alpha **chia** cho r (LoRA) hoặc cho √r (rsLoRA)."),
+        (lambda r: r / lora_alpha, "bạn chia r cho alpha; hệ số là alpha / r (LoRA) hoặc alpha / √r (rsLoRA)."),
+        (lambda r: lora_alpha / r**2, "alpha / r² làm hệ số nhỏ đi còn nhanh hơn; rsLoRA dùng alpha / √r."),
+        (lambda r: math.sqrt(lora_alpha / r), "căn bậc hai chỉ lấy của r, không lấy của cả alpha / r."),
+    ]
+    for variant in ("lora", "rslora"):
+        row = table[variant]
+        if row_is(row, truth[variant].__getitem__):
+            continue
+        other = "rslora" if variant == "lora" else "lora"
+        if row_is(row, truth[other].__getitem__):
+            return _wrong(f"hàng `{variant}` chứa hệ số của {other}: hai hàng bị đổi chỗ.",
+                          "LoRA: s = alpha / r. rsLoRA (`use_rslora=True`): s = alpha / √r.")
+        for formula, hint in mistakes:
+            if row_is(row, formula):
+                return _wrong(f"hàng `{variant}` chưa đúng: {hint}", "Tính bằng `lora_alpha / r` và `lora_alpha / math.sqrt(r)`.")
+        wrong_r = next(r for r in ranks if not close(row[r], truth[variant][r]))
+        return _wrong(f"hàng `{variant}`, r = {wrong_r}: {row[wrong_r]:g} chưa đúng.",
+                      "LoRA: s = alpha / r. rsLoRA: s = alpha / √r. Không làm tròn quá 3 chữ số.")
+    lo, hi = min(ranks), max(ranks)
+    return _ok(f"Từ r = {lo} lên r = {hi}, hệ số của LoRA nhỏ đi {hi / lo:g} lần, của rsLoRA chỉ {math.sqrt(hi / lo):g} lần: "
+               "với LoRA, tăng hạng mà giữ alpha thì cập nhật bị thu nhỏ; rsLoRA giữ nó ổn định.")
+
+
+# --------------------------------------------------------------------------- the from-scratch layer
+def _scratch_modules(model):
+    """(name, module) of the hand-written LoRA layers: modules with nn.Linear ``lora_A``/``lora_B`` and a ``base``."""
+    from torch import nn
+
+    return [(n, m) for n, m in model.named_modules()
+            if isinstance(getattr(m, "lora_A", None), nn.Linear) and isinstance(getattr(m, "lora_B", None), nn.Linear)
+            and isinstance(getattr(m, "base", None), nn.Linear)]
+
+
+@_never_raises
+def check_lora_forward(lora_forward, layer_class, r: int = 4, lora_alpha: float = 8) -> CheckResult:
+    """``lora_forward(layer, x)`` is LoRA's forward: ``base(x) + scaling * B(A(dropout(x)))``, equal to peft's.
+
+    The check builds ``layer_class(nn.Linear(...), r, lora_alpha)`` itself, gives B non-zero values (with
+    B = 0, returning ``base(x)`` alone would pass), builds peft's LoRA on a copy of the same linear layer
+    with the same A and B, and compares outputs. Rejects: the base output forgotten, the scaling forgotten
+    or inverted (r/alpha, alpha·r), the LoRA branch alone, the base weight left trainable, and any output
+    that differs from peft's.
+    """
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch import nn
+
+    if lora_forward is None:
+        return _todo()
+    if not callable(lora_forward):
+        return _wrong(f"`lora_forward` phải là một hàm `lora_forward(layer, x)`, bạn đưa {type(lora_forward).__name__}.",
+                      "Viết `def lora_forward(layer, x): return ...`.")
+    torch.manual_seed(0)
+    base = nn.Linear(12, 10)
+    layer = layer_class(copy.deepcopy(base), r, lora_alpha)
+    if any(p.requires_grad for p in layer.base.parameters()):
+        return _wrong("trọng số của lớp gốc vẫn huấn luyện được: LoRA phải đóng băng W.",
+                      "Trong `__init__`, gọi `p.requires_grad_(False)` cho mọi tham số của `base`.")
+    with torch.no_grad():
+        layer.lora_B.weight.normal_(0, 0.5)        # B ≠ 0: otherwise base(x) alone would look right
+    holder = nn.Sequential()
+    holder.add_module("proj", copy.deepcopy(base))
+    reference = get_peft_model(holder, LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=["proj"]))
+    peft_layer = reference.base_model.model.proj
+    with torch.no_grad():
+        peft_layer.lora_A["default"].weight.copy_(layer.lora_A.weight)
+        peft_layer.lora_B["default"].weight.copy_(layer.lora_B.weight)
+    layer.eval()
+    reference.eval()
+    x = torch.randn(3, 12)
+    with torch.no_grad():
+        got = lora_forward(layer, x)
+        want = reference(x)
+        base_out = base(x)
+        branch = layer.lora_B(layer.lora_A(x))
+    if not torch.is_tensor(got) or got.shape != want.shape:
+        return _wrong(f"`lora_forward` trả về {type(got).__name__} {tuple(getattr(got, 'shape', ()))}, cần một tensor "
+                      f"cỡ {tuple(want.shape)}.", "Trả về `layer.base(x) + ...`: cùng cỡ với đầu ra của lớp gốc.")
+    scale = max(want.abs().max().item(), 1e-6)
+
+    def same(a) -> bool:
+        return (got - a).abs().max().item() <= 1e-5 * scale
+
+    if same(want):
+        return _ok(f"Lớp tự viết cho cùng đầu ra với lớp LoRA của peft (cùng A, B ≠ 0, r = {r}, alpha = {lora_alpha:g}).")
+    s = lora_alpha / r
+    diagnoses = [
+        (base_out, "bạn chỉ trả về `layer.base(x)`: nhánh LoRA bị bỏ quên."),
+        (branch * s, "bạn quên cộng đầu ra của lớp gốc `layer.base(x)`."),
+        (base_out + branch, "bạn quên nhân nhánh LoRA với `layer.scaling` (= alpha / r)."),
+        (base_out + branch * (r / lora_alpha), "hệ số tỉ lệ bị đảo: dùng alpha / r, không phải r / alpha."),
+        (base_out + branch * (r * lora_alpha), "hệ số tỉ lệ là alpha / r, không phải alpha · r."),
+    ]
+    for candidate, problem in diagnoses:
+        if same(candidate):
+            return _wrong(problem, "LoRA: `layer.base(x) + layer.lora_B(layer.lora_A(layer.dropout(x))) * layer.scaling`.")
+    return _wrong("đầu ra khác lớp LoRA của peft với cùng A và B.",
+                  "Thứ tự: dropout lên x, rồi A, rồi B, nhân `layer.scaling`, cộng `layer.base(x)`.")
+
+
+@_never_raises
+def check_scratch_parity(answer, scratch_model, peft_model, tolerance: float = 1e-3) -> CheckResult:
+    """The learner's from-scratch model and a peft model with the same A, B: same logits, same trainable count.
+
+    ``answer`` = ``{"chênh_lệch": float, "tham_số": int}``: the largest logit difference the learner measured
+    and the trainable-parameter count (equal for both). The check recomputes both on fixed tokens. Rejects:
+    the same object twice, B still zero in every layer (then parity says nothing), A/B not copied into peft,
+    a model with no hand-written LoRA layer, a reported difference or count that the check's own
+    measurement contradicts.
+    """
+    import torch
+
+    from ..params import trainable_parameters
+    from ..parity import max_logit_diff
+    from ._common import _is_peft_model
+
+    if answer is None or scratch_model is None or peft_model is None:
+        return _todo()
+    if not isinstance(answer, dict):
+        return _wrong(f"đáp án phải là dict `{{\"chênh_lệch\": ..., \"tham_số\": ...}}`, bạn đưa {type(answer).__name__}.",
+                      "Xem mẫu trong đề bài.")
+    if scratch_model is peft_model:
+        return _wrong("hai mô hình là cùng một đối tượng: so nó với chính nó thì luôn khớp.",
+                      "Dựng mô hình peft từ một bản mô hình cơ sở khác: `get_peft_model(load_base(), cấu_hình)`.")
+    if not _is_peft_model(peft_model):
+        return _wrong(f"`mo_hinh_peft` là `{type(peft_model).__name__}`, không phải PeftModel.", "Dùng `get_peft_model(...)`.")
+    ours = _scratch_modules(scratch_model)
+    if not ours:
+        return _wrong("`mo_hinh_tu_viet` không có lớp LoRA tự viết nào (mô-đun có `base`, `lora_A`, `lora_B`).",
+                      "Gắn `LoraTuViet` vào `q_proj`, `v_proj` bằng `add_lora(...)`.")
+    if all(m.lora_B.weight.abs().max().item() == 0 for _, m in ours):
+        return _wrong("mọi B của bạn vẫn bằng 0: khi đó cả hai mô hình đều y hệt mô hình cơ sở, nên \"khớp\" không chứng minh gì.",
+                      "Gán B khác 0 trước khi so (đề bài: `torch.randn(...) * 0.01` với hạt giống cố định), rồi mới chép sang peft.")
+    vocab = getattr(getattr(peft_model, "config", None), "vocab_size", None) or 64
+    ids = (torch.arange(1, 17) * 37 % vocab).unsqueeze(0)
+    modes = (scratch_model.training, peft_model.training)
+    scratch_model.eval()
+    peft_model.eval()
+    try:
+        own = max_logit_diff(scratch_model, peft_model, ids)
+    finally:
+        scratch_model.train(modes[0])
+        peft_model.train(modes[1])
+    if not (math.isfinite(own) and own <= tolerance):
+        return _wrong(f"hai mô hình không khớp (ô kiểm tra tự đo: logits lệch {own:.2g} > {tolerance:g}).",
+                      "Chép `lora_A.weight` và `lora_B.weight` của từng lớp tự viết vào `module.lora_A['default']`, "
+                      "`module.lora_B['default']` của lớp peft cùng tên; kiểm tra cùng r, alpha và lớp đích.")
+    reported = _number(_field(answer, "chênh_lệch"))
+    if reported is None or not (0 <= reported <= tolerance):
+        return _wrong(f"`chênh_lệch` = {_field(answer, 'chênh_lệch')!r}: cần chênh lệch logits lớn nhất bạn đo được (≥ 0, "
+                      f"≤ {tolerance:g} khi khớp).", "`(logits_tu_viet - logits_peft).abs().max().item()`.")
+    counts = {trainable_parameters(scratch_model)[0], trainable_parameters(peft_model)[0]}
+    if len(counts) != 1:
+        return _wrong(f"số tham số huấn luyện được khác nhau: {sorted(counts)}.",
+                      "Đóng băng mọi tham số của mô hình tự viết trừ A và B (`add_lora` làm việc đó).")
+    count = counts.pop()
+    got = _field(answer, "tham_số")
+    if _number(got) != count:
+        return _wrong(f"`tham_số` = {got!r}, nhưng cả hai mô hình có {count:,} tham số huấn luyện được.",
+                      "Đếm bằng `trainable_parameters(mô_hình)[0]` (hoặc tổng `p.numel()` của các p có `requires_grad`).")
+    return _ok(f"LoRA tự viết của bạn khớp peft: logits trong ngưỡng {tolerance:g} (đo lại trên 16 token cố định), cùng "
+               "số tham số huấn luyện được, và B ≠ 0 nên phép so có nghĩa.",
+               f"chênh lệch {own:.1e}, {count:,} tham số huấn luyện được, {len(ours)} lớp.")
+
+
+# --------------------------------------------------------------------------- decide and defend: beyond the noise?
+_BEYOND, _WITHIN = "vuot", "khong vuot"
+
+
+@_never_raises
+def check_noise_decision(answer, lora_runs, variant_run, val_batches) -> CheckResult:
+    """Decide and defend: is ``variant_run``'s validation loss different from LoRA's beyond the seed noise?
+
+    ``answer`` = ``{"lựa_chọn": "vượt" | "không vượt", "số_liệu": {"dao_động": float, "chênh_lệch": float}}``:
+    the spread |val(LoRA seed a) − val(LoRA seed b)| and the signed difference val(variant) − val(LoRA with the
+    variant's seed). The check recomputes every validation loss from the trained models on ``val_batches``
+    (editing ``run.val_loss`` does not help). Rejects: two LoRA runs with the same seed (no noise measured),
+    a variant run that is plain LoRA or has no LoRA run with its seed, a spread or difference that is not
+    the measured one (the standard deviation, absolute values, the other seed's run, a sign flipped), and
+    a choice that the numbers contradict.
+    """
+    from ..variants import VARIANT_LABELS, mean_loss
+
+    parsed = _decision(answer)
+    if isinstance(parsed, CheckResult):
+        return parsed
+    choice, numbers = parsed
+    plain = _plain(choice)
+    if plain not in (_BEYOND, _WITHIN):
+        return _wrong(f"`lựa_chọn` = {choice!r}; chọn \"vượt\" hoặc \"không vượt\".", "Viết đúng một trong hai.")
+    runs = list(lora_runs or [])
+    if len(runs) < 2 or variant_run is None:
+        return _todo("chưa có đủ các lần chạy (`lan_chay_lora`, `lan_chay_bien_the`)")
+    if any(r.variant != "lora" for r in runs):
+        return _wrong("`lan_chay_lora` phải chỉ gồm các lần chạy LoRA thường.", "Dùng `train_variant(\"lora\", ...)`.")
+    if len({r.seed for r in runs}) < len(runs):
+        return _wrong("hai lần chạy LoRA có cùng hạt giống: chúng giống hệt nhau, nên không đo được độ dao động nào.",
+                      "Chạy LoRA thường với hai hạt giống khác nhau.")
+    if variant_run.variant == "lora":
+        return _wrong("`lan_chay_bien_the` là LoRA thường, không phải một biến thể.", "Dùng biến thể của đề bài.")
+    same_seed = [r for r in runs if r.seed == variant_run.seed]
+    if not same_seed:
+        return _wrong(f"không có lần chạy LoRA nào cùng hạt giống {variant_run.seed} với biến thể: chênh lệch sẽ trộn cả "
+                      "hạt giống vào.", "So biến thể với lần chạy LoRA có cùng hạt giống.")
+    losses = [mean_loss(r.model, val_batches) for r in runs]
+    variant_loss = mean_loss(variant_run.model, val_batches)
+    reference_loss = losses[runs.index(same_seed[0])]
+    spread = max(losses) - min(losses)
+    diff = variant_loss - reference_loss
+    edited = [r for r, loss in zip(runs + [variant_run], losses + [variant_loss]) if abs(r.val_loss - loss) > 1e-6]
+    if edited:
+        return _wrong("`val_loss` ghi trong các lần chạy không khớp loss kiểm định mà ô kiểm tra đo lại từ chính các mô hình.",
+                      "Đừng sửa kết quả của `train_variant`; đọc số từ `lần_chạy.val_loss`.")
+
+    def near(value, target) -> bool:
+        return value is not None and abs(value - target) <= max(1e-3, 0.01 * abs(target))
+
+    got_spread = _number(_field(numbers, "dao_động"))
+    if not near(got_spread, spread):
+        if near(got_spread, spread / 2) or near(got_spread, spread / math.sqrt(2)):
+            hint = "Đó là nửa khoảng hoặc độ lệch chuẩn; đề bài dùng khoảng max − min giữa các hạt giống."
+        elif got_spread is not None and any(near(got_spread, v) for v in losses):
+            hint = "Đó là loss của một lần chạy, không phải khoảng chênh giữa hai lần."
+        else:
+            hint = "`dao_động` = |val_loss(LoRA hạt giống 0) − val_loss(LoRA hạt giống 1)|."
+        return _wrong(f"`số_liệu['dao_động']` = {_field(numbers, 'dao_động')!r} không phải độ dao động đo được.", hint)
+    got_diff = _number(_field(numbers, "chênh_lệch"))
+    if not near(got_diff, diff):
+        other = [loss for r, loss in zip(runs, losses) if r is not same_seed[0]]
+        if got_diff is not None and near(got_diff, -diff):
+            hint = "Dấu bị đảo: chênh_lệch = val_loss(biến thể) − val_loss(LoRA), âm khi biến thể tốt hơn."
+        elif got_diff is not None and any(near(got_diff, variant_loss - o) for o in other):
+            hint = "Bạn so với lần chạy LoRA khác hạt giống; so với lần có cùng hạt giống với biến thể."
+        elif got_diff is not None and near(got_diff, variant_loss):
+            hint = "Đó là loss của biến thể; cần hiệu với loss của LoRA."
+        else:
+            hint = "`chênh_lệch` = val_loss(biến thể) − val_loss(LoRA cùng hạt giống)."
+        return _wrong(f"`số_liệu['chênh_lệch']` = {_field(numbers, 'chênh_lệch')!r} không phải chênh lệch đo được.", hint)
+    beyond = abs(diff) > spread
+    label = VARIANT_LABELS.get(variant_run.variant, variant_run.variant)
+    if (plain == _BEYOND) != beyond:
+        relation = "lớn hơn" if beyond else "không lớn hơn"
+        return _wrong(f"chính số liệu của bạn phản bác lựa chọn này: |chênh lệch| = {abs(diff):.3f} {relation} độ dao động "
+                      f"{spread:.3f}.", "\"vượt\" khi |chênh_lệch| > dao_động; nếu không, chưa phân biệt được với LoRA.")
+    return _ok(f"Lựa chọn của bạn đứng vững với số liệu: đo lại từ {len(runs) + 1} mô hình, |chênh lệch| của {label} so với "
+               "độ dao động giữa các hạt giống của LoRA cho đúng kết luận ấy.",
+               f"dao động {spread:.3f}, chênh lệch {diff:+.3f} → {'vượt' if beyond else 'không vượt'}.")
