@@ -64,10 +64,13 @@ def test_exercise_works_in_its_own_folder():
 
 
 def test_strip_markdown_drops_solution_text_and_shows_exercise_text():
-    source = ("badge blob/main/solutions/01_a_solutions.ipynb\n<!-- BEGIN SOLUTION -->\nlời giải\n<!-- END SOLUTION -->\n"
-              "<!-- EXERCISE: chỉ ở bài tập -->\nchung")
+    source = ('badge blob/main/solutions/01_a_solutions.ipynb" target="_parent"\n<!-- BEGIN SOLUTION -->\nlời giải\n'
+              "<!-- END SOLUTION -->\n<!-- EXERCISE: chỉ ở bài tập, [lời giải](https://x/blob/main/solutions/01_a_solutions.ipynb) -->"
+              "\nchung")
     out = mx.strip_markdown(source, "01_a_solutions.ipynb")
-    assert out == "badge blob/main/exercises/01_a_exercises.ipynb\nchỉ ở bài tập\nchung"
+    # the badge follows the notebook; a link *to* the solutions (its Colab twin) keeps pointing there
+    assert out == ('badge blob/main/exercises/01_a_exercises.ipynb" target="_parent"\n'
+                   "chỉ ở bài tập, [lời giải](https://x/blob/main/solutions/01_a_solutions.ipynb)\nchung")
     with pytest.raises(mx.MarkerError):
         mx.strip_markdown("<!-- BEGIN SOLUTION -->\nx", "01_a_solutions.ipynb")
     with pytest.raises(mx.MarkerError):
