@@ -1,4 +1,4 @@
-"""Checks of lesson 4 (``olora_finetuning``): OLoRA's QR initialisation, the shifted base layers, the conversion."""
+"""Checks of lesson 5 (``olora_finetuning``): OLoRA's QR initialisation, the shifted base layers, the conversion."""
 
 from __future__ import annotations
 

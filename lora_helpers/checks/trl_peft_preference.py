@@ -1,4 +1,4 @@
-"""Checks of lesson 5 (``trl_peft_preference``): preference pairs, DPOTrainer with PEFT, DPO's numbers by hand."""
+"""Checks of lesson 7 (``trl_peft_preference``): preference pairs, DPOTrainer with PEFT, DPO's numbers by hand."""
 
 from __future__ import annotations
 
