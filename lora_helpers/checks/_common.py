@@ -216,3 +216,21 @@ def _number(value):
 def _same_number(cited, truth, rel: float = 1e-3, abs_: float = 1e-9) -> bool:
     value = _number(cited)
     return value is not None and abs(value - truth) <= max(abs_, rel * abs(truth))
+
+
+def _probe_logit_diff(model_a, model_b) -> float:
+    """Max logit difference of two models on 16 fixed token ids, measured in eval mode (train modes restored)."""
+    import torch
+
+    from ..parity import max_logit_diff
+
+    vocab = getattr(getattr(model_a, "config", None), "vocab_size", None) or 64
+    ids = (torch.arange(1, 17) * 37 % vocab).unsqueeze(0)
+    modes = (model_a.training, model_b.training)
+    model_a.eval()
+    model_b.eval()
+    try:
+        return max_logit_diff(model_a, model_b, ids)
+    finally:
+        model_a.train(modes[0])
+        model_b.train(modes[1])

@@ -161,11 +161,9 @@ def check_scratch_parity(answer, scratch_model, peft_model, tolerance: float = 1
     a model with no hand-written LoRA layer, a reported difference or count that the check's own
     measurement contradicts.
     """
-    import torch
 
     from ..params import trainable_parameters
-    from ..parity import max_logit_diff
-    from ._common import _is_peft_model
+    from ._common import _is_peft_model, _probe_logit_diff
 
     if answer is None or scratch_model is None or peft_model is None:
         return _todo()
@@ -184,16 +182,7 @@ def check_scratch_parity(answer, scratch_model, peft_model, tolerance: float = 1
     if all(m.lora_B.weight.abs().max().item() == 0 for _, m in ours):
         return _wrong("mọi B của bạn vẫn bằng 0: khi đó cả hai mô hình đều y hệt mô hình cơ sở, nên \"khớp\" không chứng minh gì.",
                       "Gán B khác 0 trước khi so (đề bài: `torch.randn(...) * 0.01` với hạt giống cố định), rồi mới chép sang peft.")
-    vocab = getattr(getattr(peft_model, "config", None), "vocab_size", None) or 64
-    ids = (torch.arange(1, 17) * 37 % vocab).unsqueeze(0)
-    modes = (scratch_model.training, peft_model.training)
-    scratch_model.eval()
-    peft_model.eval()
-    try:
-        own = max_logit_diff(scratch_model, peft_model, ids)
-    finally:
-        scratch_model.train(modes[0])
-        peft_model.train(modes[1])
+    own = _probe_logit_diff(peft_model, scratch_model)   # vocabulary size from peft_model
     if not (math.isfinite(own) and own <= tolerance):
         return _wrong(f"hai mô hình không khớp (ô kiểm tra tự đo: logits lệch {own:.2g} > {tolerance:g}).",
                       "Chép `lora_A.weight` và `lora_B.weight` của từng lớp tự viết vào `module.lora_A['default']`, "
