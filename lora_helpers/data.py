@@ -21,41 +21,95 @@ from .errors import CourseError
 from .recipe import RECIPE
 
 # --------------------------------------------------------------------------- order -> JSON
+# Two disjoint sets of names, dishes and places: the training/validation/test splits draw from the first,
+# `make_unseen_split` from the second, so an adapter can be measured on values it never saw in training.
 _TITLES = ["anh", "chị", "cô", "chú", "bạn", "ông", "bà", "em"]
 _NAMES = [
     "Lan", "Minh", "Hùng", "Mai", "Tuấn", "Hoa", "Nam", "Linh", "Dũng", "Thảo", "Phương", "Quân",
     "Trang", "Huy", "Ngọc", "Bảo", "Khoa", "Vy", "Sơn", "Hà", "Long", "My", "Đức", "Yến",
+    "Thu Hà", "Quốc Anh", "Bích Ngọc", "Hải Đăng", "Kim Chi", "Gia Huy", "Thanh Tâm", "Minh Khang",
+    "Tùng", "Hạnh", "Phúc", "Nhung", "Việt", "Oanh", "Tài", "Uyên", "Kiên", "Loan", "Thắng", "Diệp",
 ]
 _ITEMS = [
     "trà sữa", "cà phê sữa đá", "bánh mì", "phở bò", "bún chả", "cơm tấm", "nước cam", "sinh tố bơ",
     "bánh cuốn", "gỏi cuốn", "xôi gà", "chè ba màu", "bún bò Huế", "mì Quảng", "bánh xèo", "trà đào",
+    "hủ tiếu Nam Vang", "cơm gà Hội An", "bánh canh cua", "cháo lòng", "bún riêu", "nem rán", "cà phê muối",
+    "trà chanh", "bạc xỉu", "bánh bao", "lẩu thái", "cơm rang dưa bò", "bún đậu mắm tôm", "nước mía",
+    "sữa chua nếp cẩm", "pizza hải sản",
 ]
 _PLACES = [
     "Quận 1", "Quận 3", "Quận 7", "Cầu Giấy", "Hoàn Kiếm", "Hải Châu", "Ninh Kiều", "Thủ Đức",
     "Ba Đình", "Đống Đa", "Bình Thạnh", "Gò Vấp", "Sơn Trà", "Tây Hồ", "Long Biên", "Phú Nhuận",
+    "12 Lê Lợi", "45 Trần Hưng Đạo", "Ký túc xá Bách Khoa", "chung cư Sunrise City", "ngõ 5 Xã Đàn",
+    "toà nhà Bitexco", "Hà Đông", "Thanh Xuân", "Tân Bình", "Biên Hoà", "chợ Bến Thành", "Quận 10",
+    "78 Nguyễn Huệ", "phường Bến Nghé", "Đại học Cần Thơ", "Liên Chiểu",
 ]
+_UNSEEN_NAMES = ["Xuân", "Hiếu", "Khánh Linh", "Trọng", "Duyên", "Thịnh", "Mỹ Anh", "Lộc", "Như", "Đạt",
+                 "Hoàng Nam", "Thuý", "Cường", "Ánh", "Tiến", "Hồng Nhung"]
+_UNSEEN_ITEMS = ["bún mắm", "cơm chiên dương châu", "bánh căn", "mì vằn thắn", "trà tắc", "bánh đa cua",
+                 "sữa đậu nành", "cao lầu", "bò bía", "chả cá Lã Vọng", "kem dừa", "bánh flan", "miến lươn",
+                 "cà phê trứng", "xiên que", "bánh tráng trộn"]
+_UNSEEN_PLACES = ["Hai Bà Trưng", "Quận 5", "Thanh Khê", "Cái Răng", "Dĩ An", "Nha Trang", "33 Hai Bà Trưng",
+                  "Vincom Đồng Khởi", "Hoàng Mai", "Quận 8", "Bắc Từ Liêm", "ngõ 12 Chùa Bộc",
+                  "Ký túc xá Khu B", "Bình Tân", "Vũng Tàu", "Ngũ Hành Sơn"]
+_UNITS = ["phần", "ly", "suất", "hộp", "cốc", "tô", "đĩa", "phần"]
+# Training shapes vary what surrounds each field: the order of the fields, the words before and after a dish
+# (a unit or none, a preposition: đến, tới, về, qua, ra, sang, vào, or punctuation) and after a name. The test
+# split's two shapes and make_unseen_split's two shapes (with the preposition "lên") never occur here.
 _ORDER_TEMPLATES_TRAIN = [
-    "{title} {name} đặt {qty} phần {item}, giao đến {place}.",
-    "Cho {title} {name} {qty} phần {item} nhé, giao về {place}.",
-    "Đơn mới: {title} {name} muốn {qty} phần {item}, địa chỉ {place}.",
-    "{title} {name} ở {place} gọi {qty} phần {item}.",
-    "Giao {qty} phần {item} tới {place} cho {title} {name}.",
-    "Khách {title} {name} cần {qty} phần {item}, nhận tại {place}.",
+    "{title} {name} đặt {qty} {unit} {item}, giao đến {place}.",
+    "Cho {title} {name} {qty} {unit} {item} nhé, giao về {place}.",
+    "Đơn mới: {title} {name} muốn {qty} {unit} {item}, địa chỉ {place}.",
+    "{title} {name} ở {place} gọi {qty} {unit} {item}.",
+    "Giao {qty} {unit} {item} tới {place} cho {title} {name}.",
+    "Khách {title} {name} cần {qty} {unit} {item}, nhận tại {place}.",
+    "{item} x{qty}, giao {place}, người đặt: {title} {name}.",
+    "Ship {qty} {unit} {item} qua {place} giùm, tên người nhận {name}.",
+    "Địa chỉ {place}: {title} {name} lấy {qty} {unit} {item}.",
+    "Mình là {name}, cho mình {qty} {unit} {item} về {place} với.",
+    "Tên: {name}. Món: {item}. Số lượng: {qty}. Giao tới: {place}.",
+    "{qty} {unit} {item} cho {title} {name} ({place}) nha shop.",
+    "Làm ơn chuẩn bị {qty} {unit} {item}; {title} {name} sẽ nhận ở {place}.",
+    "Ở {place} có {title} {name} muốn mua {qty} {unit} {item}.",
+    "Chốt đơn giúp em: {item}, {qty} {unit}, gửi {title} {name} tại {place}.",
+    "{title} {name} nhắn: lấy {qty} {unit} {item}, đem tới {place} lúc trưa.",
+    "Mang {qty} {unit} {item} ra {place} giúp {title} {name} nhé.",
+    "Đưa {qty} {unit} {item} sang {place}, {title} {name} đang chờ.",
+    "Gửi {qty} {unit} {item} vào {place} cho {title} {name} với ạ.",
+    "{title} {name} ơi, {qty} {unit} {item} đến {place} rồi nhé.",
+    "Chuyển {qty} {unit} {item} đến {place}, khách là {title} {name}.",
+    "Cần giao {item} về {place}, số lượng {qty}, người nhận {title} {name}.",
+    "Món {item}, {qty} {unit}, người đặt {title} {name}, giao qua {place}.",
+    "{title} {name} nè, đặt {item} số {qty} giao tới {place}.",
+    "Nhận đơn của {title} {name}: {item} ({qty} {unit}), ship ra {place}.",
+    "Cho xin {qty} {unit} {item} về {place}, {title} {name} thanh toán khi nhận.",
+    "Khách hàng {name} hẹn lấy {qty} {unit} {item} tại {place} chiều nay.",
+    "Tại {place}, {title} {name} gọi thêm {qty} {unit} {item} nữa.",
+    "Đặt hộ {title} {name} {qty} {unit} {item} giao sang {place} nha.",
+    "{title} {name} vẫn ở {place}, lần này lấy {item} với số lượng {qty}.",
 ]
 _ORDER_TEMPLATES_TEST = [
     "Nhờ shop gửi {qty} phần {item} đến {place}, người nhận là {title} {name}.",
     "{title} {name} vừa chốt đơn {qty} phần {item}, ship về {place} giúp mình.",
 ]
+# Sentence shapes seen neither in training nor in the test split (for make_unseen_split).
+_ORDER_TEMPLATES_UNSEEN = [
+    "Alo quán ơi, {title} {name} đây, mang {qty} {unit} {item} lên {place} nhé.",
+    "Người nhận {title} {name}, nơi nhận {place}, đặt {item} số lượng {qty}.",
+]
 _ORDER_INSTRUCTION = "Trích đơn hàng thành JSON (ten, mon, so_luong, dia_chi): {sentence}"
+_ORDER_POOLS = {"seen": (_NAMES, _ITEMS, _PLACES), "unseen": (_UNSEEN_NAMES, _UNSEEN_ITEMS, _UNSEEN_PLACES)}
 
 
-def _order_example(rng: random.Random, template: str):
+def _order_example(rng: random.Random, template: str, pool: str = "seen"):
+    names, items, places = _ORDER_POOLS[pool]
     fields = {
         "title": rng.choice(_TITLES),
-        "name": rng.choice(_NAMES),
+        "name": rng.choice(names),
         "qty": rng.randint(1, 12),
-        "item": rng.choice(_ITEMS),
-        "place": rng.choice(_PLACES),
+        "unit": rng.choice(_UNITS),
+        "item": rng.choice(items),
+        "place": rng.choice(places),
     }
     sentence = template.format(**fields)
     sentence = sentence[0].upper() + sentence[1:]
@@ -84,15 +138,22 @@ _DATE_TEMPLATES_TEST = [
     "Lịch {event_l} chốt là hôm {d} tháng {m}, năm {y}.",
     "Ghi chú: {event_l} rơi vào {dd}/{mm}/{y}, nhớ đến sớm.",
 ]
+# Sentence shapes and events seen neither in training nor in the test split (for make_unseen_split).
+_DATE_TEMPLATES_UNSEEN = [
+    "Hôm {d}/{m} năm {y} có {event_l}, bạn ghi lại giúp.",
+    "Theo thông báo, {event_l} dự kiến ngày {dd}.{mm}.{y}.",
+]
+_UNSEEN_EVENTS = ["Buổi bảo vệ luận văn", "Chuyến dã ngoại", "Lễ tốt nghiệp", "Buổi ra mắt sách", "Giải chạy",
+                  "Đợt tiêm chủng", "Buổi họp phụ huynh", "Ngày hội việc làm"]
 _DATE_INSTRUCTION = "Viết ngày theo dạng YYYY-MM-DD: {sentence}"
 _DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 
 
-def _date_example(rng: random.Random, template: str):
+def _date_example(rng: random.Random, template: str, pool: str = "seen"):
     y = rng.randint(1990, 2035)
     m = rng.randint(1, 12)
     d = rng.randint(1, _DAYS_IN_MONTH[m - 1])
-    event = rng.choice(_EVENTS)
+    event = rng.choice(_EVENTS if pool == "seen" else _UNSEEN_EVENTS)
     sentence = template.format(
         event=event, event_l=event[0].lower() + event[1:], d=d, m=m, y=y, dd=f"{d:02d}", mm=f"{m:02d}"
     )
@@ -134,12 +195,14 @@ def _no_extra_metrics(predictions) -> dict:
 class Task:
     """A course task: how to make an example, how to score an answer, how long an answer may be.
 
-    * ``make(rng, template)`` -> ``(prompt, answer, key)``; ``key`` identifies the underlying facts
-      (no two rows of different splits share one);
+    * ``make(rng, template, pool="seen")`` -> ``(prompt, answer, key)``; ``key`` identifies the underlying
+      facts (no two rows of different splits share one); ``pool="unseen"`` draws names, dishes, places or
+      events that no split of ``make_task_splits`` uses;
     * ``score(prediction, reference)`` -> True when the prediction is right;
     * ``extra_metrics(predictions)`` -> metrics beside the accuracy (orders: the valid-JSON rate);
     * ``max_new_tokens``: generation length with room for the longest right answer, plus some;
-    * ``metric``: the scoring rule in words (Vietnamese, shown to learners).
+    * ``metric``: the scoring rule in words (Vietnamese, shown to learners);
+    * ``unseen_templates``: sentence shapes used only by :func:`make_unseen_split`.
     """
 
     name: str
@@ -151,6 +214,7 @@ class Task:
     score: Callable[[str, str], bool] = _same_text
     max_new_tokens: int = 48
     extra_metrics: Callable[[list], dict] = _no_extra_metrics
+    unseen_templates: tuple = ()
 
 
 TASKS = {
@@ -158,11 +222,13 @@ TASKS = {
         name="don_hang", title="Trích xuất đơn hàng thành JSON", make=_order_example,
         train_templates=tuple(_ORDER_TEMPLATES_TRAIN), test_templates=tuple(_ORDER_TEMPLATES_TEST),
         metric="khớp JSON tuyệt đối", score=_same_json, max_new_tokens=80, extra_metrics=_valid_json_rate,
+        unseen_templates=tuple(_ORDER_TEMPLATES_UNSEEN),
     ),
     "ngay_thang": Task(
         name="ngay_thang", title="Chuẩn hoá ngày về YYYY-MM-DD", make=_date_example,
         train_templates=tuple(_DATE_TEMPLATES_TRAIN), test_templates=tuple(_DATE_TEMPLATES_TEST),
         metric="khớp chuỗi tuyệt đối", score=_same_text, max_new_tokens=16,
+        unseen_templates=tuple(_DATE_TEMPLATES_UNSEEN),
     ),
 }
 
@@ -225,6 +291,34 @@ def make_task_splits(task: str, n_train: int = RECIPE.n_train, n_val: int = RECI
     return DatasetDict(
         train=Dataset.from_list(train), validation=Dataset.from_list(val), test=Dataset.from_list(test)
     )
+
+
+def make_unseen_split(task: str, n: int = RECIPE.n_test, seed: int = RECIPE.seed):
+    """A harder held-out set: sentence shapes *and* values (names, dishes, places; events) that no split of
+    :func:`make_task_splits` uses, and no answer that occurs in those splits. Same row format as the splits.
+
+    The test split already holds out sentence shapes; this set also holds out the words inside them, so it
+    shows whether an adapter learned the task or memorised the vocabulary of its training data.
+    """
+    from datasets import Dataset
+
+    spec = get_task(task)
+    if not isinstance(n, int) or n < 1:
+        raise CourseError(f"n phải là số nguyên dương, bạn đưa {n!r}.", "Ví dụ: n=50.")
+    splits = make_task_splits(task, seed=seed)
+    taken = {row["answer"] for split in splits.values() for row in split}
+    rng = random.Random(f"{task}-{seed}-unseen")
+    rows, attempts = [], 0
+    while len(rows) < n:
+        attempts += 1
+        if attempts > 200 * n:
+            raise CourseError(f"Không sinh đủ {n} ví dụ khác nhau cho `{task}`.", "Giảm n.")
+        prompt, answer, _ = spec.make(rng, rng.choice(spec.unseen_templates), pool="unseen")
+        if answer in taken:
+            continue
+        taken.add(answer)
+        rows.append(_example_row(spec, prompt, answer))
+    return Dataset.from_list(rows)
 
 
 def check_messages_dataset(dataset, name: str = "dataset") -> None:

@@ -3,8 +3,15 @@ import json
 import pytest
 
 from lora_helpers import CourseError
-from lora_helpers.data import TASKS, check_messages_dataset, make_task_splits, to_prompt_completion
-from lora_helpers.evaluation import score_answer, task_metrics
+from lora_helpers.data import (
+    _ORDER_POOLS,
+    TASKS,
+    check_messages_dataset,
+    make_task_splits,
+    make_unseen_split,
+    to_prompt_completion,
+)
+from lora_helpers.evaluation import _progress_bar, in_notebook, score_answer, task_metrics
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -29,6 +36,35 @@ def test_test_split_uses_held_out_phrasings(task):
     for template in spec.test_templates:
         fixed = [part.split("}")[-1] for part in template.split("{") if len(part.split("}")[-1]) > 6]
         assert any(f not in train_text for f in fixed), first_words(template)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_unseen_split_holds_out_shapes_values_and_answers(task):
+    spec = TASKS[task]
+    unseen = make_unseen_split(task, n=30)
+    assert unseen["messages"] == make_unseen_split(task, n=30)["messages"]  # seeded
+    check_messages_dataset(unseen)
+    splits = make_task_splits(task)  # the course splits at their default sizes, as the adapters saw them
+    assert not {a for s in splits.values() for a in s["answer"]} & set(unseen["answer"])
+    assert spec.unseen_templates and not set(spec.unseen_templates) & (set(spec.train_templates) | set(spec.test_templates))
+    seen_text = " ".join(m[0]["content"] for s in splits.values() for m in s["messages"])
+    for template in spec.unseen_templates:  # the fixed words of each unseen shape never occur in the course splits
+        fixed = [part.split("}")[-1] for part in template.split("{") if len(part.split("}")[-1].strip(" .,")) > 6]
+        assert any(f not in seen_text for f in fixed), template
+    if task == "don_hang":
+        seen_values = [set(pool) for pool in _ORDER_POOLS["seen"]]
+        for answer in unseen["answer"]:
+            order = json.loads(answer)
+            for value, seen in zip((order["ten"], order["mon"], order["dia_chi"]), seen_values):
+                assert value not in seen
+        for pool, seen in zip(_ORDER_POOLS["unseen"], seen_values):
+            assert not set(pool) & seen
+    with pytest.raises(CourseError, match="n phải"):
+        make_unseen_split(task, n=0)
+
+
+def test_no_progress_bar_outside_a_notebook():
+    assert not in_notebook() and _progress_bar(10, "x") is None
 
 
 def test_seed_changes_data():
