@@ -7,7 +7,7 @@ scheduler and warm-up), the data (split sizes, sequence length) and the seed.
 ``lora_helpers.data.make_task_splits``, ``scripts/build_adapters.py`` (the demo adapters in adapters/
 were built with these values) and ``scripts/train_lora.py`` (its command-line defaults) all read it.
 
-A variant is a copy: ``RECIPE.replace(max_steps=60)``.
+A variant is a copy: ``RECIPE.replace(max_steps=120)``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Recipe:
     target_modules: str | tuple[str, ...] = "all-linear"  # "all-linear" or short layer names ("q_proj", ...)
     # optimisation
     learning_rate: float = 1e-3
-    max_steps: int = 30
+    max_steps: int = 60              # ≈ 1.2 epochs of n_train rows at batch 8 (the demo adapters: ≥ 90% on the test split)
     batch_size: int = 8              # per device / process
     grad_accum: int = 1
     lr_scheduler_type: str = "constant_with_warmup"
@@ -62,7 +62,7 @@ class Recipe:
         return LoraConfig(**settings)
 
     def replace(self, **changes) -> Recipe:
-        """A copy with some settings changed: ``RECIPE.replace(max_steps=60)``."""
+        """A copy with some settings changed: ``RECIPE.replace(max_steps=120)``."""
         return dataclasses.replace(self, **changes)
 
     def as_dict(self) -> dict:

@@ -352,8 +352,8 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
 
 # --------------------------------------------------------------------------- the metrics file
 METRICS_FILE = "metrics.json"
-# What scripts/build_adapters.py wrote before the two scripts shared one format (the demo adapters in
-# adapters/ still carry it): {"task", "before", "after", "steps", "r", "seed", "train_seconds"}.
+# What scripts/build_adapters.py wrote before the two scripts shared one format (adapters built before
+# 2026-11-30 carry it): {"task", "before", "after", "steps", "r", "seed", "train_seconds"}.
 _LEGACY_METRICS_FILE = "course_metrics.json"
 
 
@@ -376,7 +376,7 @@ def metrics_path(directory) -> Path | None:
 def read_metrics(directory) -> dict:
     """The metrics a run wrote in ``directory``, in the format :meth:`LoraRun.metrics` gives.
 
-    The older ``course_metrics.json`` of the demo adapters is read into the same keys
+    The older ``course_metrics.json`` (demo adapters built before 2026-11-30) is read into the same keys
     (``before`` -> ``base_test_accuracy``, ``after`` -> ``test_accuracy``, ``r``/``seed`` -> ``settings``).
     """
     path = metrics_path(directory)
