@@ -171,7 +171,7 @@ def test_lesson_constants_follow_the_recipe(path):
 def test_recipe_check_catches_a_silent_difference():
     from lora_helpers.recipe import RECIPE
 
-    assert recipe_disagreements("LORA_R, LORA_ALPHA = 4, 16\nMAX_STEPS = 30 if DEVICE == 'cpu' else 60", RECIPE) == [
+    assert recipe_disagreements("LORA_R, LORA_ALPHA = 4, 16\nMAX_STEPS = 60 if DEVICE == 'cpu' else 120", RECIPE) == [
         "LORA_R = 4 but RECIPE.r = 8"]
     assert not recipe_disagreements("N_TEST = 20  # RECIPE: 50; 20 keep the lesson short on CPU", RECIPE)
     assert not recipe_disagreements("LORA_R = RECIPE.r", RECIPE)
@@ -194,3 +194,4 @@ def test_colab_twin_is_built_from_the_setup_cell_repository(tmp_path):
     assert once.count("([Colab](https://colab.research.google.com/github/lora-course-vi/lora-course-vi/blob/main/") == 2
     assert "blob/main/notebooks/load_lora_adapter_example.ipynb))" in once and "blob/main/solutions/x.ipynb))" in once
     assert colab_links.with_colab_links(once, lesson, repo) == once          # idempotent
+
