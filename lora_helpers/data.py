@@ -251,6 +251,24 @@ def _example_row(task: Task, prompt: str, answer: str) -> dict:
     }
 
 
+def _draw_rows(spec: Task, rng: random.Random, n: int, templates, seen: set, *, pool: str = "seen",
+               by_answer: bool = False, hint: str) -> list[dict]:
+    """``n`` rows made with ``templates``, none repeating an entry of ``seen`` (updated): the example's facts
+    (its ``key``), or its answer when ``by_answer``."""
+    rows, attempts = [], 0
+    while len(rows) < n:
+        attempts += 1
+        if attempts > 200 * n:
+            raise CourseError(f"Không sinh đủ {n} ví dụ khác nhau cho `{spec.name}`.", hint)
+        prompt, answer, key = spec.make(rng, rng.choice(templates), pool=pool)
+        mark = answer if by_answer else key
+        if mark in seen:
+            continue
+        seen.add(mark)
+        rows.append(_example_row(spec, prompt, answer))
+    return rows
+
+
 def make_task_splits(task: str, n_train: int = RECIPE.n_train, n_val: int = RECIPE.n_val, n_test: int = RECIPE.n_test,
                      seed: int = RECIPE.seed):
     """Seeded, disjoint train / validation / test splits of a course task as a ``DatasetDict``.
@@ -273,17 +291,7 @@ def make_task_splits(task: str, n_train: int = RECIPE.n_train, n_val: int = RECI
     seen: set = set()
 
     def draw(n: int, templates) -> list[dict]:
-        rows, attempts = [], 0
-        while len(rows) < n:
-            attempts += 1
-            if attempts > 200 * n:
-                raise CourseError(f"Không sinh đủ {n} ví dụ khác nhau cho `{task}`.", "Giảm kích thước tập.")
-            prompt, answer, key = spec.make(rng, rng.choice(templates))
-            if key in seen:
-                continue
-            seen.add(key)
-            rows.append(_example_row(spec, prompt, answer))
-        return rows
+        return _draw_rows(spec, rng, n, templates, seen, hint="Giảm kích thước tập.")
 
     test = draw(n_test, spec.test_templates)
     val = draw(n_val, spec.train_templates)
@@ -308,16 +316,7 @@ def make_unseen_split(task: str, n: int = RECIPE.n_test, seed: int = RECIPE.seed
     splits = make_task_splits(task, seed=seed)
     taken = {row["answer"] for split in splits.values() for row in split}
     rng = random.Random(f"{task}-{seed}-unseen")
-    rows, attempts = [], 0
-    while len(rows) < n:
-        attempts += 1
-        if attempts > 200 * n:
-            raise CourseError(f"Không sinh đủ {n} ví dụ khác nhau cho `{task}`.", "Giảm n.")
-        prompt, answer, _ = spec.make(rng, rng.choice(spec.unseen_templates), pool="unseen")
-        if answer in taken:
-            continue
-        taken.add(answer)
-        rows.append(_example_row(spec, prompt, answer))
+    rows = _draw_rows(spec, rng, n, spec.unseen_templates, taken, pool="unseen", by_answer=True, hint="Giảm n.")
     return Dataset.from_list(rows)
 
 
