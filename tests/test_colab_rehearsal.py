@@ -123,6 +123,8 @@ PROBE = textwrap.dedent('''
 
 AFTER_LESSON = textwrap.dedent('''
     import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
     from lora_helpers.adapters import check_adapter_base, course_root
     import lora_helpers
     model = AutoModelForCausalLM.from_pretrained(BASE_PATH, dtype=torch.float32)
