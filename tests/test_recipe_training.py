@@ -40,6 +40,25 @@ def test_recipe_values():
     assert RECIPE.replace(target_modules=["q_proj", "v_proj"]) == Recipe(target_modules=("q_proj", "v_proj"))
 
 
+@pytest.mark.parametrize("task", [
+    pytest.param("don_hang", marks=pytest.mark.xfail(strict=True, reason=(
+        "known defect, issue 15: 61 of the 400 don_hang training rows are longer than RECIPE.max_length = 160 "
+        "(longest 187 tokens), so TRL cuts the end of their answers; the fix (max_length = 256) changes the "
+        "don_hang adapter and needs a rebuild and the re-execution of lessons 1, 3, 4. Remove this mark then."))),
+    "ngay_thang",
+])
+def test_every_course_row_fits_the_recipe_max_length(task):
+    """TRL cuts a row longer than ``max_length`` from the end, i.e. it cuts the answer being learned: every row of
+    every split, in the base's chat template (with its default system prompt), must fit."""
+    from lora_helpers.models import find_base_model, load_tokenizer
+
+    tokenizer = load_tokenizer(find_base_model(verbose=False))
+    splits = make_task_splits(task)
+    lengths = [len(tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"])
+               for split in splits.values() for messages in split["messages"]]
+    assert max(lengths) <= RECIPE.max_length, (task, max(lengths), sum(n > RECIPE.max_length for n in lengths))
+
+
 @pytest.mark.parametrize("task", ["don_hang", "ngay_thang"])
 def test_demo_adapters_were_built_with_the_recipe(task):
     path = demo_adapter_path(task)
