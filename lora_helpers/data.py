@@ -301,22 +301,37 @@ def make_task_splits(task: str, n_train: int = RECIPE.n_train, n_val: int = RECI
     )
 
 
-def make_unseen_split(task: str, n: int = RECIPE.n_test, seed: int = RECIPE.seed):
-    """A harder held-out set: sentence shapes *and* values (names, dishes, places; events) that no split of
-    :func:`make_task_splits` uses, and no answer that occurs in those splits. Same row format as the splits.
+HOLD_OUT = ("both", "words", "shapes")
 
-    The test split already holds out sentence shapes; this set also holds out the words inside them, so it
-    shows whether an adapter learned the task or memorised the vocabulary of its training data.
+
+def make_unseen_split(task: str, n: int = RECIPE.n_test, seed: int = RECIPE.seed, hold_out: str = "both"):
+    """A harder held-out set than the test split, with no answer that occurs in any split of
+    :func:`make_task_splits`. Same row format as the splits. ``hold_out`` says what is new in it:
+
+    - ``"both"`` (default): sentence shapes *and* values (names, dishes, places; events) that no split uses;
+    - ``"words"``: the test split's sentence shapes with those unseen values, so only the words are new;
+    - ``"shapes"``: the unseen sentence shapes with the values the training split draws from, so only the
+      phrasing is new.
+
+    The test split already holds out sentence shapes (close ones); ``"words"`` and ``"shapes"`` tell apart the
+    two ways an adapter can fail on new input: it memorised the vocabulary of its training data, or the ways
+    its training sentences were phrased.
     """
     from datasets import Dataset
 
     spec = get_task(task)
     if not isinstance(n, int) or n < 1:
         raise CourseError(f"n phải là số nguyên dương, bạn đưa {n!r}.", "Ví dụ: n=50.")
+    if hold_out not in HOLD_OUT:
+        raise CourseError(f"hold_out phải là một trong {HOLD_OUT}, bạn đưa {hold_out!r}.",
+                          '"words": chỉ từ ngữ mới; "shapes": chỉ mẫu câu mới; "both": cả hai.')
     splits = make_task_splits(task, seed=seed)
     taken = {row["answer"] for split in splits.values() for row in split}
-    rng = random.Random(f"{task}-{seed}-unseen")
-    rows = _draw_rows(spec, rng, n, spec.unseen_templates, taken, pool="unseen", by_answer=True, hint="Giảm n.")
+    # "both" keeps the seed it always had, so its rows stay the ones every earlier measurement used.
+    rng = random.Random(f"{task}-{seed}-unseen" + ("" if hold_out == "both" else f"-{hold_out}"))
+    templates = spec.test_templates if hold_out == "words" else spec.unseen_templates
+    pool = "seen" if hold_out == "shapes" else "unseen"
+    rows = _draw_rows(spec, rng, n, templates, taken, pool=pool, by_answer=True, hint="Giảm n.")
     return Dataset.from_list(rows)
 
 

