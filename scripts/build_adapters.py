@@ -158,7 +158,7 @@ def measure_missing(task: str, adapter_dir: Path) -> dict:
     if not missing:
         print(f"{task}: nothing to measure")
         return metrics
-    recipe = RECIPE.replace(n_test=metrics.get("n_unseen", metrics["n_test"]))
+    recipe = RECIPE.replace(n_test=metrics.get("n_unseen", metrics["n_test"]), seed=metrics["settings"]["seed"])
     base, tokenizer = load_base_model(verbose=False)
     model = PeftModel.from_pretrained(base, str(adapter_dir))
     model.eval()
