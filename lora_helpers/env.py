@@ -12,6 +12,14 @@ Precision is decided in one place, :func:`precision_profile`, for every device:
 Computations that compare numbers (step-0 equality, merge parity, identical logits, the DPO reference
 log-probs) run in fp32 whatever the profile: the profile only applies to training and to the
 evaluation of task metrics.
+
+A trap on every machine that trains in mixed precision: ``Trainer(bf16=True)`` (or ``fp16=True``; TRL's trainers
+too) hands the model to Accelerate, which replaces ``model.forward`` by a version that runs under
+``torch.autocast`` and casts the outputs back to float32. The model keeps that forward after ``train()``, so its
+logits *look* fp32 but were computed in bf16. :func:`autocast_wrapped` tells whether a model carries it,
+:func:`remove_autocast_wrapper` undoes it in place (what
+``trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)`` does), and :func:`fp32_forward`
+bypasses it for the length of a comparison (``lora_helpers.parity`` uses it).
 """
 
 from __future__ import annotations
@@ -215,6 +223,65 @@ def precision_profile(device: str | None = None) -> Precision:
         check = cpu_bf16_native()
         return Precision(device, "bf16" if check.native else "fp32", check.evidence)
     return Precision(device, "fp32", f"{device}: giữ float32 (an toàn nhất)")
+
+
+# --------------------------------------------------------------------------- the Trainer's autocast wrapper
+def _wrapped_modules(model) -> list:
+    """The modules of ``model`` (itself included) whose ``forward`` Accelerate wrapped in autocast.
+
+    Accelerate keeps the original forward as the instance attribute ``_original_forward`` while the wrapper is on
+    (``Accelerator.prepare_model``) and removes it when it unwraps (``extract_model_from_parallel``)."""
+    modules = model.modules() if hasattr(model, "modules") else [model]
+    return [m for m in modules if "_original_forward" in vars(m)]
+
+
+def autocast_wrapped(model) -> bool:
+    """True when ``model`` (or a module in it) still runs its forward under a mixed-precision Trainer's autocast.
+
+    That is the case after ``Trainer``/``SFTTrainer``/``DPOTrainer(..., args=...(bf16=True or fp16=True)).train()``
+    until the wrapper is removed; with ``bf16=False, fp16=False`` no wrapper is ever added."""
+    return bool(_wrapped_modules(model))
+
+
+def remove_autocast_wrapper(model):
+    """Remove the Trainer's autocast wrapper from ``model`` in place and return ``model``.
+
+    The library call, for a model a trainer holds: ``trainer.accelerator.unwrap_model(trainer.model,
+    keep_fp32_wrapper=False)``; this does the same (Accelerate's ``extract_model_from_parallel``) for every wrapped
+    module of any model. A model without the wrapper is returned unchanged."""
+    from accelerate.utils import extract_model_from_parallel
+
+    for module in _wrapped_modules(model):
+        extract_model_from_parallel(module, keep_fp32_wrapper=False)
+    return model
+
+
+@contextlib.contextmanager
+def fp32_forward(*models):
+    """Inside the block, each model computes in its own dtype: no Trainer autocast wrapper, no ``torch.autocast``.
+
+    The wrappers are put back on leaving, so a trainer that goes on training keeps its mixed precision. This is
+    what the course's comparisons (``lora_helpers.parity``) run under: on fp32 weights they compute in fp32 on
+    every device and profile."""
+    import torch
+
+    swapped = []
+    for model in models:
+        for module in _wrapped_modules(model):
+            swapped.append((module, vars(module).get("forward")))
+            module.forward = module._original_forward
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(torch.autocast("cpu", enabled=False))
+            if torch.cuda.is_available():
+                stack.enter_context(torch.autocast("cuda", enabled=False))
+            yield
+    finally:
+        for module, wrapped in swapped:
+            if wrapped is None:
+                vars(module).pop("forward", None)
+            else:
+                module.forward = wrapped
 
 
 def seed_everything(seed: int = 0) -> None:

@@ -214,12 +214,16 @@ def first_divergence(seqs_a, seqs_b) -> tuple[int, int] | None:
 
 
 def max_logit_diff(model_a, model_b, input_ids, attention_mask=None, batch_size: int = 8) -> float:
-    """Largest ``|logits_a - logits_b|`` over every non-padding position (computed in fp32).
+    """Largest ``|logits_a - logits_b|`` over every non-padding position.
 
     One forward pass per model and batch, under ``torch.no_grad``; positions where
     ``attention_mask`` is 0 (padding) are ignored. Returns ``nan`` if any compared logit is NaN.
+    Each model computes in its own dtype (fp32 weights: fp32), even right after a mixed-precision
+    ``Trainer`` left its forward wrapped in autocast (``env.fp32_forward``).
     """
     import torch
+
+    from .env import fp32_forward
 
     device = _check_pair(model_a, model_b)
     input_ids = torch.as_tensor(input_ids)
@@ -227,7 +231,7 @@ def max_logit_diff(model_a, model_b, input_ids, attention_mask=None, batch_size:
         attention_mask = torch.ones_like(input_ids)
     attention_mask = torch.as_tensor(attention_mask)
     worst = 0.0
-    with torch.no_grad():
+    with torch.no_grad(), fp32_forward(model_a, model_b):
         for start in range(0, input_ids.shape[0], batch_size):
             ids = input_ids[start : start + batch_size].to(device)
             mask = attention_mask[start : start + batch_size].to(device)
@@ -249,8 +253,12 @@ def max_logit_diff(model_a, model_b, input_ids, attention_mask=None, batch_size:
 
 def greedy_tokens(model, input_ids, attention_mask=None, max_new_tokens: int = 32, eos_token_id=None,
                   pad_token_id=None, batch_size: int = 16) -> list[list[int]]:
-    """Greedy new tokens per row (left-padded input), each cut just after its first EOS."""
+    """Greedy new tokens per row (left-padded input), each cut just after its first EOS.
+
+    The model computes in its own dtype, without a Trainer's autocast wrapper (``env.fp32_forward``)."""
     import torch
+
+    from .env import fp32_forward
 
     device = _device_of(model)
     input_ids = torch.as_tensor(input_ids)
@@ -261,7 +269,7 @@ def greedy_tokens(model, input_ids, attention_mask=None, max_new_tokens: int = 3
     eos_set = set(eos) if isinstance(eos, (list, tuple)) else ({eos} if eos is not None else set())
     pad = pad_token_id if pad_token_id is not None else (min(eos_set) if eos_set else 0)
     result = []
-    with torch.no_grad():
+    with torch.no_grad(), fp32_forward(model):
         for start in range(0, input_ids.shape[0], batch_size):
             ids = input_ids[start : start + batch_size].to(device)
             mask = attention_mask[start : start + batch_size].to(device)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .env import pick_device, pick_dtype, precision_profile
+from .env import pick_device, pick_dtype, precision_profile, remove_autocast_wrapper
 from .errors import CourseError
 from .layers import linear_module_names
 from .recipe import RECIPE, Recipe
@@ -259,7 +259,8 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
        the validation split as eval set when ``validate`` (loss every ``recipe.eval_steps`` steps and
        at the end);
     5. ``before_training(run)`` if given (e.g. to wrap the data collator or print a header), then
-       ``trainer.train()``, timed.
+       ``trainer.train()``, timed; afterwards the mixed-precision autocast wrapper the Trainer put on the
+       model's forward is removed (``env.remove_autocast_wrapper``), so the trained model computes in fp32.
 
     ``trainer_dir`` is the Trainer's scratch folder (nothing is saved there; default: a temporary
     folder removed at exit). ``sft_overrides`` go to :func:`sft_config`. Saving and the test metric
@@ -347,6 +348,9 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
         evals = [e for e in run.trainer.state.log_history if "eval_loss" in e]
         if not evals or evals[-1]["step"] != run.trainer.state.global_step:
             run.trainer.evaluate()  # collective: every process joins; the loss is averaged over all of them
+    # Under bf16/fp16 the Trainer left the model's forward wrapped in autocast: remove it, so that what the caller
+    # compares afterwards computes in fp32 (evaluate_task applies the precision profile by itself).
+    remove_autocast_wrapper(run.trainer.model)
     return run
 
 

@@ -18,6 +18,7 @@ from peft import LoraConfig, get_peft_model
 from lora_helpers import CourseError
 from lora_helpers.adapters import adapter_base_model, demo_adapter_path
 from lora_helpers.data import TASKS, get_task, make_task_splits
+from lora_helpers.env import precision_profile
 from lora_helpers.evaluation import MAX_NEW_TOKENS, score_answer, task_metrics
 from lora_helpers.fingerprint import FINGERPRINT_FILE, base_fingerprint, read_fingerprint_record
 from lora_helpers.layers import linear_layers, linear_module_names, lora_layers
@@ -103,7 +104,8 @@ def test_recipe_lora_config_and_sft_config():
     assert (args.per_device_eval_batch_size, args.gradient_accumulation_steps, args.warmup_steps) == (16, 1, 5)
     assert (args.eval_steps, args.seed, args.data_seed, args.max_length) == (10, 0, 0, 160)
     assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "constant_with_warmup"
-    assert args.use_cpu and not args.bf16 and not args.fp16
+    # bf16 follows the precision profile of this CPU (on both kinds: tests/test_mixed_precision.py mocks them)
+    assert args.use_cpu and args.bf16 == precision_profile("cpu").bf16 and not args.fp16
     custom = sft_config("unused", max_steps=30, recipe=RECIPE.replace(grad_accum=2), device="cpu")
     assert (custom.max_steps, custom.warmup_steps, custom.gradient_accumulation_steps) == (30, 3, 2)
 
