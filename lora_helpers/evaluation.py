@@ -106,3 +106,70 @@ def evaluate_task(model, tokenizer, dataset, task: str | None = None, max_new_to
     metrics = task_metrics(task, predictions, dataset["answer"])
     metrics["predictions"] = predictions
     return metrics
+
+
+def teacher_forced_scores(model, tokenizer, dataset, batch_size: int = 16, precision=None) -> dict:
+    """Score every row of ``dataset`` with one teacher-forced forward pass per batch, instead of generating.
+
+    Greedy decoding writes a row's gold answer, and stops right after it, exactly when every gold token (the
+    end-of-turn token included) is the arg-max of the logits given the prompt and the gold tokens before it. So
+    one forward pass over prompt + gold answer tells whether ``generate`` would return the gold answer, without
+    generating. The gold tokens are those the model was trained on: the chat template rendered with the answer
+    as the assistant turn, cut after its end-of-turn token.
+
+    This is the greedy verdict for the answer in its canonical form. ``generate`` can also be scored right on a
+    different string (extra spaces, another tokenization of the same text, a JSON object with other key order or
+    spacing: ``don_hang``'s metric accepts those): there teacher forcing is a lower bound on the task accuracy.
+    ``tests/test_teacher_forcing.py`` measures where both run.
+
+    Returns ``{"accuracy", "n", "correct": [bool per row], "gold_logprob": [sum of the gold tokens'
+    log-probabilities per row, in nats], "gold_tokens": [their count per row]}``; the log-likelihood of the gold
+    answer is the low-noise metric to compare training runs with. Runs under the device's precision profile like
+    :func:`evaluate_task` (``precision=False``: exactly as loaded).
+    """
+    import torch
+
+    from .errors import CourseError
+
+    if precision is None:
+        precision = precision_profile(next(model.parameters()).device.type)
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    rows = []
+    for prompt, answer in zip(prompts_of(dataset), dataset["answer"]):
+        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full_text = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": answer}], tokenize=False)
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
+        gold = full_ids[len(prompt_ids):]
+        if full_ids[:len(prompt_ids)] != prompt_ids or eos not in gold:
+            raise CourseError("Mẫu hội thoại (chat template) của tokenizer không cho câu trả lời nối tiếp đúng sau "
+                              "câu hỏi, hoặc không kết thúc lượt trả lời bằng token kết thúc (eos).",
+                              "Dùng tokenizer của chính mô hình (AutoTokenizer.from_pretrained(đường_dẫn_mô_hình)), "
+                              "hoặc chấm bằng evaluate_task(...), hàm sinh câu trả lời thật.")
+        rows.append((prompt_ids, gold[:gold.index(eos) + 1]))
+
+    device = next(model.parameters()).device
+    correct, logprobs = [], []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), precision.autocast() if precision else contextlib.nullcontext():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            length = max(len(p) + len(g) for p, g in chunk)
+            ids = torch.full((len(chunk), length), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), length), dtype=torch.long)
+            for i, (p, g) in enumerate(chunk):  # right padding: every row's positions start at 0
+                ids[i, :len(p) + len(g)] = torch.tensor(p + g)
+                mask[i, :len(p) + len(g)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
+            for i, (p, g) in enumerate(chunk):
+                predicting = logits[i, len(p) - 1:len(p) - 1 + len(g)]  # position t predicts token t + 1
+                target = torch.tensor(g)
+                correct.append(bool(torch.equal(predicting.argmax(-1), target)))
+                logprobs.append(predicting.log_softmax(-1).gather(1, target[:, None]).sum().item())
+    if was_training:
+        model.train()
+    n = len(rows)
+    return {"accuracy": sum(correct) / n if n else 0.0, "n": n, "correct": correct, "gold_logprob": logprobs,
+            "gold_tokens": [len(g) for _, g in rows]}
