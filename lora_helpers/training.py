@@ -24,14 +24,17 @@ from .layers import linear_module_names
 from .recipe import RECIPE, Recipe
 
 
-def sft_config(output_dir: str, max_steps: int = RECIPE.max_steps, learning_rate: float = RECIPE.learning_rate,
-               batch_size: int = RECIPE.batch_size, eval_steps: int | None = RECIPE.eval_steps,
-               seed: int = RECIPE.seed, max_length: int = RECIPE.max_length, *, recipe: Recipe = RECIPE,
-               device: str | None = None, **overrides):
+def sft_config(output_dir: str, max_steps: int | None = None, learning_rate: float | None = None,
+               batch_size: int | None = None, eval_steps: int | None = ..., seed: int | None = None,
+               max_length: int | None = None, *, recipe: Recipe = RECIPE, device: str | None = None, **overrides):
     """A TRL ``SFTConfig`` for the course tasks, fitted to the device it runs on.
 
-    The defaults are the course recipe's (``lora_helpers.recipe.RECIPE``); ``recipe`` gives the
-    settings without an argument here (scheduler, warm-up, evaluation batch, gradient accumulation).
+    Every training setting comes from ``recipe`` (default: the course recipe ``lora_helpers.recipe.RECIPE``):
+    steps, learning rate, batch size, gradient accumulation, scheduler and warm-up, evaluation steps and batch,
+    sequence length, seed. An argument given here replaces the recipe's value for this call (``eval_steps=None``
+    switches evaluation off; left out, it is the recipe's); so ``sft_config(d, recipe=RECIPE.replace(
+    learning_rate=5e-4))`` trains at 5e-4, and a new recipe field either reaches ``SFTConfig`` or is a LoRA
+    or data setting (``tests/test_recipe_training.py`` checks every field).
 
     * precision from ``env.precision_profile(device)``, the one decision for every device: on CPU fp32
       (``bf16=False``; TRL defaults to bf16), or bf16 mixed precision where the CPU computes bf16 natively and
@@ -50,6 +53,12 @@ def sft_config(output_dir: str, max_steps: int = RECIPE.max_steps, learning_rate
 
     device = device or pick_device()
     precision = precision_profile(device)
+    max_steps = recipe.max_steps if max_steps is None else max_steps
+    learning_rate = recipe.learning_rate if learning_rate is None else learning_rate
+    batch_size = recipe.batch_size if batch_size is None else batch_size
+    eval_steps = recipe.eval_steps if eval_steps is ... else eval_steps
+    seed = recipe.seed if seed is None else seed
+    max_length = recipe.max_length if max_length is None else max_length
     settings = {
         "output_dir": output_dir,
         "max_steps": max_steps,
@@ -302,9 +311,8 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
         # without it each process of a CPU-only machine would silently train on its own.
         overrides["ddp_backend"] = "gloo"
     overrides.update(sft_overrides)
-    config = sft_config(str(trainer_dir), max_steps=recipe.max_steps, learning_rate=recipe.learning_rate,
-                        batch_size=recipe.batch_size, eval_steps=(recipe.eval_steps or None) if validate else None,
-                        seed=recipe.seed, max_length=recipe.max_length, recipe=recipe, device=device, **overrides)
+    config = sft_config(str(trainer_dir), eval_steps=(recipe.eval_steps or None) if validate else None, recipe=recipe,
+                        device=device, **overrides)
     if world_size_env > 1 and (config.world_size != world_size_env or config.parallel_mode != ParallelMode.DISTRIBUTED):
         # e.g. several processes on a CPU-only machine without use_cpu: the process group exists but the model
         # would not be wrapped in DDP, so each process would train alone (verified with transformers 5.23).

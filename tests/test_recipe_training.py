@@ -252,3 +252,40 @@ def test_legacy_metrics_file_is_read_into_the_same_keys(tmp_path):
     metrics = read_metrics(tmp_path)
     assert (metrics["base_test_accuracy"], metrics["test_accuracy"], metrics["steps"]) == (0.0, 0.86, 30)
     assert metrics["settings"] == {"r": 8, "seed": 0, "max_steps": 30}
+
+
+# Where each recipe field goes: the SFTConfig field it must reach (with the value it must take), or the other
+# place that reads it. A new Recipe field fails this test until it is given a home here.
+_SFT_FIELDS = {
+    "learning_rate": ("learning_rate", 5e-4, 5e-4),
+    "max_steps": ("max_steps", 37, 37),
+    "batch_size": ("per_device_train_batch_size", 3, 3),
+    "grad_accum": ("gradient_accumulation_steps", 4, 4),
+    "lr_scheduler_type": ("lr_scheduler_type", "cosine", "cosine"),
+    "warmup_steps_max": ("warmup_steps", 2, 2),       # with 60 steps: min(2, 60 // 10)
+    "warmup_every": ("warmup_steps", 30, 2),         # with 60 steps: min(5, 60 // 30)
+    "eval_steps": ("eval_steps", 7, 7),
+    "eval_batch_size": ("per_device_eval_batch_size", 5, 5),
+    "max_length": ("max_length", 96, 96),
+    "seed": ("seed", 11, 11),
+}
+_ELSEWHERE = {"r", "lora_alpha", "lora_dropout", "target_modules",  # Recipe.lora_config
+              "n_train", "n_val", "n_test"}                          # make_task_splits / the scored rows
+
+
+def test_every_recipe_field_reaches_sft_config_from_the_recipe_given():
+    """sft_config(d, recipe=R) trains with R's values (it once took four of them from the global RECIPE)."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(RECIPE)}
+    assert fields == set(_SFT_FIELDS) | _ELSEWHERE, "give each new Recipe field its place in _SFT_FIELDS or _ELSEWHERE"
+    for name, (sft_field, value, expected) in _SFT_FIELDS.items():
+        args = sft_config("unused", recipe=RECIPE.replace(**{name: value}), device="cpu")
+        got = getattr(args, sft_field)
+        assert getattr(got, "value", got) == expected, (name, sft_field, got)
+    args = sft_config("unused", recipe=RECIPE.replace(seed=11), device="cpu")
+    assert args.data_seed == 11
+    # An argument given to sft_config wins over the recipe; eval_steps=None switches evaluation off.
+    args = sft_config("unused", learning_rate=2e-3, eval_steps=None, recipe=RECIPE.replace(learning_rate=5e-4),
+                      device="cpu")
+    assert args.learning_rate == 2e-3 and str(getattr(args.eval_strategy, "value", args.eval_strategy)) == "no"
