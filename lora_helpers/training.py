@@ -364,9 +364,6 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
 
 # --------------------------------------------------------------------------- the metrics file
 METRICS_FILE = "metrics.json"
-# What scripts/build_adapters.py wrote before the two scripts shared one format (adapters built before
-# 2026-11-30 carry it): {"task", "before", "after", "steps", "r", "seed", "train_seconds"}.
-_LEGACY_METRICS_FILE = "course_metrics.json"
 
 
 def write_metrics(directory, metrics: dict) -> Path:
@@ -377,31 +374,16 @@ def write_metrics(directory, metrics: dict) -> Path:
 
 
 def metrics_path(directory) -> Path | None:
-    """The metrics file in ``directory`` (``metrics.json``, or the older ``course_metrics.json``), else None."""
-    for name in (METRICS_FILE, _LEGACY_METRICS_FILE):
-        path = Path(directory) / name
-        if path.is_file():
-            return path
-    return None
+    """The metrics file (``metrics.json``) in ``directory``, else None."""
+    path = Path(directory) / METRICS_FILE
+    return path if path.is_file() else None
 
 
 def read_metrics(directory) -> dict:
-    """The metrics a run wrote in ``directory``, in the format :meth:`LoraRun.metrics` gives.
-
-    The older ``course_metrics.json`` (demo adapters built before 2026-11-30) is read into the same keys
-    (``before`` -> ``base_test_accuracy``, ``after`` -> ``test_accuracy``, ``r``/``seed`` -> ``settings``).
-    """
+    """The metrics a run wrote in ``directory``, in the format :meth:`LoraRun.metrics` gives."""
     path = metrics_path(directory)
     if path is None:
         raise CourseError(f"`{directory}` không có tệp {METRICS_FILE}.",
                           "Huấn luyện bằng `python scripts/train_lora.py` (hoặc scripts/build_adapters.py), "
                           "script ghi tệp này cạnh bộ điều hợp.")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if path.name == METRICS_FILE:
-        return data
-    settings = {k: data[k] for k in ("r", "seed") if k in data}
-    if "steps" in data:
-        settings["max_steps"] = data["steps"]
-    converted = {"task": data.get("task"), "steps": data.get("steps"), "train_seconds": data.get("train_seconds"),
-                 "base_test_accuracy": data.get("before"), "test_accuracy": data.get("after"), "settings": settings}
-    return {k: v for k, v in converted.items() if v is not None}
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -245,15 +245,6 @@ def test_train_lora_adapter_with_validation(tiny_base_dir):
         train_lora_adapter("ngay_thang", recipe.replace(n_test=RECIPE.n_test + 1), device="cpu", verbose=False)
 
 
-def test_legacy_metrics_file_is_read_into_the_same_keys(tmp_path):
-    """Adapters built before the shared format carry course_metrics.json; read_metrics maps it."""
-    (tmp_path / "course_metrics.json").write_text(json.dumps(
-        {"task": "ngay_thang", "before": 0.0, "after": 0.86, "steps": 30, "r": 8, "seed": 0, "train_seconds": 859.1}))
-    metrics = read_metrics(tmp_path)
-    assert (metrics["base_test_accuracy"], metrics["test_accuracy"], metrics["steps"]) == (0.0, 0.86, 30)
-    assert metrics["settings"] == {"r": 8, "seed": 0, "max_steps": 30}
-
-
 # Where each recipe field goes: the SFTConfig field it must reach (with the value it must take), or the other
 # place that reads it. A new Recipe field fails this test until it is given a home here.
 _SFT_FIELDS = {
