@@ -1,0 +1,164 @@
+"""Recorded runs: training runs made once by ``scripts/record_runs.py`` and committed with their provenance.
+
+A lesson that needs many runs (seeds × ranks × learning rates) cannot train them all live in a classroom's time.
+It plots the recorded results instead, and re-runs one configuration live to check that it lands inside the
+recorded seed band. Each run is one JSON file, ``records/<sweep>/<key>.json``::
+
+    {"sweep", "key", "config": {"task", "recipe"}, "config_hash", "results": {...}, "provenance": {...}}
+
+``config`` is what the code says the run is (:data:`SWEEPS`), ``config_hash`` its hash. When the code changes what a
+run means (the recipe, the sweep's settings), the hash of the run the code now describes no longer matches the
+recorded one: :func:`stale_records` lists those files and ``tests/test_records.py`` fails until they are recorded
+again. The provenance says where the numbers come from: commit, device (CPU model or GPU name), precision profile,
+torch threads, library versions, date.
+
+A sweep is resumable: ``scripts/record_runs.py`` skips every run whose file is there, so a long sweep can go on in
+another session; nothing recorded is overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CourseError
+from .recipe import RECIPE, Recipe
+
+RECORDS_DIRNAME = "records"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One recorded run: its sweep, its key (the file name), the task and the recipe it trains with."""
+
+    sweep: str
+    key: str
+    task: str
+    recipe: Recipe
+
+    def config(self) -> dict:
+        return {"task": self.task, "recipe": self.recipe.as_dict()}
+
+
+def config_hash(config: dict) -> str:
+    """A short, stable hash of a run's configuration (canonical JSON: sorted keys, no spaces)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- the sweeps the course records
+def _rank_seeds() -> list[RunSpec]:
+    """Lesson 2's rank experiment in its CPU profile, with three seeds per rank instead of two: ``ngay_thang``,
+    LoRA all-linear r ∈ {4, 8, 16} with lora_alpha = 2r, learning rate 1e-3, 10 steps at batch 4, validation on
+    16 rows, 20 test rows scored. The recipe's seed draws the splits too (``train_lora_adapter``), so the band
+    across seeds covers the data drawn as well as the LoRA initialisation and batch order; ranks are compared
+    seed by seed, on the same data."""
+    base = RECIPE.replace(max_steps=10, batch_size=4, eval_steps=5, n_val=16, n_test=20)
+    return [RunSpec("rank_seeds", f"r{r}_seed{seed}", "ngay_thang", base.replace(r=r, lora_alpha=2 * r, seed=seed))
+            for r in (4, 8, 16) for seed in (0, 1, 2)]
+
+
+SWEEPS = {"rank_seeds": _rank_seeds}
+
+
+def sweep_specs(sweep: str) -> list[RunSpec]:
+    """The runs of ``sweep`` as the code defines them now."""
+    if sweep not in SWEEPS:
+        raise CourseError(f"Không có loạt chạy (sweep) tên `{sweep}`.", f"Chọn một trong: {', '.join(sorted(SWEEPS))}.")
+    return SWEEPS[sweep]()
+
+
+# --------------------------------------------------------------------------- files
+def records_root(root=None) -> Path:
+    if root is not None:
+        return Path(root)
+    from .adapters import course_root
+
+    return course_root() / RECORDS_DIRNAME
+
+
+def record_path(spec: RunSpec, root=None) -> Path:
+    return records_root(root) / spec.sweep / f"{spec.key}.json"
+
+
+def _git(*args) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(device: str | None = None) -> dict:
+    """Where a recorded number comes from: commit (``+changes`` when the work tree differs from it), device,
+    precision profile, torch threads, CPU count, library versions, UTC date."""
+    import torch
+
+    from .env import library_versions, pick_device, precision_profile
+
+    device = device or pick_device()
+    commit = _git("rev-parse", "--short", "HEAD")
+    if commit is not None and _git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+changes"
+    return {"commit": commit, "device": device, "device_name": _device_name(device),
+            "precision": precision_profile(device).compute, "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "versions": library_versions(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write_record(spec: RunSpec, results: dict, root=None, device: str | None = None) -> Path:
+    """Write one run's record; refuses to replace a file that is there (delete it by hand to re-record)."""
+    path = record_path(spec, root)
+    if path.exists():
+        raise CourseError(f"Đã có kết quả ghi lại `{path}`: không ghi đè.",
+                          "Muốn chạy lại thì tự xoá tệp đó trước (nó là kết quả đã commit của một lần chạy).")
+    config = spec.config()
+    record = {"sweep": spec.sweep, "key": spec.key, "config": config, "config_hash": config_hash(config),
+              "results": results, "provenance": provenance(device)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_records(sweep: str, root=None) -> dict[str, dict]:
+    """The recorded runs of ``sweep`` by key (only those whose file is there)."""
+    folder = records_root(root) / sweep
+    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))}
+
+
+def stale_records(root=None) -> list[str]:
+    """Every record file the code no longer describes: an unknown sweep or key, or a configuration whose hash
+    differs from the recorded one. Empty when every record is current."""
+    stale = []
+    for folder in sorted(p for p in records_root(root).glob("*") if p.is_dir()):
+        specs = {s.key: s for s in SWEEPS[folder.name]()} if folder.name in SWEEPS else {}
+        for path in sorted(folder.glob("*.json")):
+            record = json.loads(path.read_text(encoding="utf-8"))
+            spec = specs.get(path.stem)
+            if spec is None:
+                stale.append(f"{folder.name}/{path.name}: không còn trong SWEEPS")
+            elif record.get("config_hash") != config_hash(spec.config()) or record.get("config") != spec.config():
+                stale.append(f"{folder.name}/{path.name}: cấu hình trong mã đã khác lúc ghi")
+    return stale

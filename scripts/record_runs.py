@@ -1,0 +1,83 @@
+"""Record the runs of a sweep (lora_helpers.records), one committed JSON file per run, skipping those already there.
+
+    python scripts/record_runs.py rank_seeds            # train and record every run whose file is missing
+    python scripts/record_runs.py rank_seeds --list     # what the sweep holds and what is recorded, nothing run
+    python scripts/record_runs.py rank_seeds --keys r8_seed0,r8_seed1
+
+Each run is ``lora_helpers.training.train_lora_adapter`` with the run's task and recipe (validation loss at the
+end), then ``lora_helpers.evaluation.teacher_forced_scores`` on the recipe's ``n_test`` test rows: accuracy (the
+greedy verdict, exact for the exact-string task ``ngay_thang``) and the mean log-probability per gold token (the
+low-noise number to compare runs with). The record holds the configuration, its hash and where it was measured
+(``records.provenance``). Measure alone: a run's seconds are part of its record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+from lora_helpers import records
+from lora_helpers.errors import CourseError
+
+
+def run_one(spec: records.RunSpec, device: str | None = None) -> dict:
+    """Train ``spec`` and measure it; the ``results`` of its record."""
+    from lora_helpers.evaluation import teacher_forced_scores
+    from lora_helpers.training import train_lora_adapter
+
+    run = train_lora_adapter(spec.task, spec.recipe, device=device, validate=True, verbose=False)
+    scores = teacher_forced_scores(run.model, run.tokenizer, run.test_rows)
+    log = run.trainer.state.log_history
+    evals = [e["eval_loss"] for e in log if "eval_loss" in e]
+    per_token = [lp / n for lp, n in zip(scores["gold_logprob"], scores["gold_tokens"])]
+    return {
+        "eval_loss": evals[-1] if evals else None,
+        "train_loss_last_step": [e["loss"] for e in log if "loss" in e][-1],
+        "test_accuracy": scores["accuracy"],
+        "test_correct": scores["correct"],
+        "n_test": scores["n"],
+        "test_gold_logprob_per_token": statistics.fmean(per_token),
+        "steps": run.trainer.state.global_step,
+        "train_seconds": round(run.train_seconds, 2),
+    }
+
+
+def main(argv=None, root=None, device: str | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", help="tên loạt chạy: " + ", ".join(sorted(records.SWEEPS)))
+    parser.add_argument("--keys", default=None, help="chỉ các lần chạy này (cách nhau bằng dấu phẩy)")
+    parser.add_argument("--list", action="store_true", help="chỉ liệt kê, không chạy gì")
+    args = parser.parse_args(argv)
+    try:
+        specs = records.sweep_specs(args.sweep)
+    except CourseError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.keys:
+        wanted = set(args.keys.split(","))
+        unknown = wanted - {s.key for s in specs}
+        if unknown:
+            print(f"Loạt chạy {args.sweep} không có: {', '.join(sorted(unknown))}", file=sys.stderr)
+            return 2
+        specs = [s for s in specs if s.key in wanted]
+    stale = records.stale_records(root)
+    if stale:
+        print("Kết quả đã ghi không còn khớp mã (xoá rồi ghi lại):\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 1
+    todo = [s for s in specs if not records.record_path(s, root).exists()]
+    for spec in specs:
+        print(f"{spec.key:<16} {'chưa ghi' if spec in todo else 'đã ghi'}  {records.config_hash(spec.config())}")
+    if args.list:
+        return 0
+    for i, spec in enumerate(todo, 1):
+        results = run_one(spec, device=device)
+        path = records.write_record(spec, results, root, device=device)
+        print(f"[{i}/{len(todo)}] {spec.key}: loss kiểm định {results['eval_loss']:.4f}, "
+              f"độ chính xác {results['test_accuracy']:.0%} trên {results['n_test']} câu, "
+              f"{results['train_seconds']:.0f} s → {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
