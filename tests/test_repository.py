@@ -31,6 +31,16 @@ def test_lesson_is_on_the_readme_course_map(path):
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_lesson_first_cell_links_the_glossary(path):
+    """docs/thuat_ngu.md holds one Vietnamese term per idea; every lesson points to it where it starts."""
+    assert "](../docs/thuat_ngu.md)" in "".join(_cells(path, "markdown")[0]["source"])
+    glossary = (ROOT / "docs" / "thuat_ngu.md").read_text(encoding="utf-8")
+    rows = [line.split("|")[1].strip() for line in glossary.splitlines()
+            if line.startswith("| ") and not line.startswith("| tiếng Việt")]
+    assert len(rows) == len(set(rows)) > 40, "one row per term, no term twice"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
 def test_lesson_links_to_its_exercises_and_solutions(path):
     """Every lesson has exactly one solutions notebook (the one whose header links back to it); the lesson and
     the README's course map link to it and to its exercise twin."""
