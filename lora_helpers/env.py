@@ -134,6 +134,22 @@ def _matmul_seconds(dtype, size: int = 256, repeats: int = 5) -> float:
     return min(times)
 
 
+def device_name(device: str = "cpu") -> str:
+    """The GPU's name on ``"cuda"``, else the CPU model as the OS reports it (e.g. "AMD EPYC 9R45")."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 @dataclass(frozen=True)
 class CpuBf16:
     """Whether this CPU computes bf16 natively, and the evidence (Vietnamese, printed in the lessons)."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import time
 from dataclasses import dataclass
@@ -96,33 +95,18 @@ def _git(*args) -> str | None:
     return out.stdout.strip()
 
 
-def _device_name(device: str) -> str:
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.get_device_name(0)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def provenance(device: str | None = None) -> dict:
     """Where a recorded number comes from: commit (``+changes`` when the work tree differs from it), device,
     precision profile, torch threads, CPU count, library versions, UTC date."""
     import torch
 
-    from .env import library_versions, pick_device, precision_profile
+    from .env import device_name, library_versions, pick_device, precision_profile
 
     device = device or pick_device()
     commit = _git("rev-parse", "--short", "HEAD")
     if commit is not None and _git("status", "--porcelain", "--untracked-files=no"):
         commit += "+changes"
-    return {"commit": commit, "device": device, "device_name": _device_name(device),
+    return {"commit": commit, "device": device, "device_name": device_name(device),
             "precision": precision_profile(device).compute, "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(), "versions": library_versions(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

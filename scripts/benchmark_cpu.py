@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from lora_helpers.data import make_task_splits, prompts_of
-from lora_helpers.env import cpu_bf16_native, library_versions, precision_profile, seed_everything
+from lora_helpers.env import cpu_bf16_native, device_name, library_versions, precision_profile, seed_everything
 from lora_helpers.evaluation import generate
 from lora_helpers.models import find_base_model
 from lora_helpers.recipe import RECIPE
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     profile = precision_profile("cpu")
     native = cpu_bf16_native()
     say("# CPU benchmark of the course recipe\n")
-    say(f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+    say(f"- machine: {device_name('cpu')} ({platform.machine()}), {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, Python {platform.python_version()}")
     say(f"- libraries: {', '.join(f'{k} {v}' for k, v in library_versions().items() if k != 'python')}")
     say(f"- native bf16 on this CPU: {native.native} ({native.evidence})")
