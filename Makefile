@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.course-setup-done
 
-.PHONY: setup lab test unit lint notebooks adapters images exercises train-lora train-lora-ddp clean-venv canary
+.PHONY: setup lab test unit check lint notebooks adapters images exercises train-lora train-lora-ddp clean-venv canary
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ test: setup
 
 unit: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests
+
+# The maintainer's fast loop (CONTRIBUTING.md): ruff, then every unit test that neither loads the course model nor
+# runs a notebook (pytest markers `slow` and `notebook`). `make test` is the whole suite, what CI runs.
+check: setup
+	$(BIN)/ruff check
+	OMP_NUM_THREADS=$(TEST_THREADS) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadscope -m "not slow and not notebook" tests
 
 lint: setup
 	$(BIN)/ruff check

@@ -32,9 +32,13 @@ def recorded_seconds(path: Path) -> float:
 
 
 def pytest_collection_modifyitems(session, config, items):
+    import pytest
+
     seconds, first_seen = {}, {}
     for index, item in enumerate(items):
         path = Path(str(item.path))
+        if path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebook)
         if path not in first_seen:
             first_seen[path] = index
             seconds[path] = recorded_seconds(path) if path.suffix == ".ipynb" else None

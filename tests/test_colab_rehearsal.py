@@ -135,6 +135,7 @@ AFTER_LESSON = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_lesson_1_opens_on_a_fresh_colab_like_runtime(tmp_path):
     started = time.perf_counter()
     head = _run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], os.environ, ROOT, timeout=30)

@@ -1,6 +1,7 @@
 """`make notebooks` executes notebooks in place, a few at a time, each with the torch threads it was given."""
 
 import nbformat
+import pytest
 
 from scripts import execute_notebooks
 
@@ -11,6 +12,7 @@ def tiny_notebook(path, code):
     nbformat.write(notebook, str(path))
 
 
+@pytest.mark.slow
 def test_notebooks_run_in_place_in_parallel_with_one_thread(tmp_path, capsys):
     good = [tmp_path / f"ok{i}.ipynb" for i in range(2)]
     for path in good:
@@ -23,6 +25,7 @@ def test_notebooks_run_in_place_in_parallel_with_one_thread(tmp_path, capsys):
     assert out.count("== ") == 2 and "1 luồng torch, 2 notebook cùng lúc" in out
 
 
+@pytest.mark.slow
 def test_a_failing_notebook_fails_the_run(tmp_path, capsys):
     bad = tmp_path / "bad.ipynb"
     tiny_notebook(bad, "raise ValueError('hỏng')")

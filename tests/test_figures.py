@@ -46,6 +46,7 @@ def _drawn_with(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------- staleness
+@pytest.mark.slow
 def test_committed_figures_match_a_fresh_run(regenerated):
     out, log = regenerated
     fresh = {p.name: p for p in out.glob("*.png")}
@@ -65,6 +66,7 @@ def test_committed_figures_match_a_fresh_run(regenerated):
     assert not stale, f"stale figures {stale}: run `python scripts/make_figures.py` and commit the result"
 
 
+@pytest.mark.slow
 def test_skipped_figure_is_announced_when_its_data_is_missing(regenerated):
     out, log = regenerated
     data = IMAGES / "data" / "lora_vs_full.json"

@@ -203,6 +203,7 @@ def _get(url, timeout=5):
         return err.code, err.headers.get("Location")
 
 
+@pytest.mark.slow
 def test_make_lab_starts_jupyterlab(tmp_path):
     """Start the server the way `make lab` does (as root too, where the tests run as root) and query it."""
     port, token = _free_port(), secrets.token_hex(16)

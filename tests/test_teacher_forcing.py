@@ -64,6 +64,7 @@ def test_a_wrong_gold_answer_is_never_scored_right(taught):
     assert not any(teacher_forced_scores(model, tok, _rows(prompts, prefix_only), precision=False)["correct"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["ngay_thang", "don_hang"])
 def test_teacher_forcing_against_generate_on_the_demo_adapters(task):
     """The real model with each demo adapter, 16 test rows: where teacher forcing says right, generate is right;

@@ -147,6 +147,7 @@ def test_accelerate_configs_are_valid_for_the_installed_accelerate(monkeypatch):
     assert plugin.cpu_ram_efficient_loading and plugin.sync_module_states
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_adapter(tmp_path):
     import torch
     from peft import PeftModel
