@@ -42,3 +42,13 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_base_dir(tmp_path, tiny_model_factory, tiny_tokenizer, monkeypatch):
+    """A tiny saved base model + tokenizer, made the course model through LORA_COURSE_MODEL."""
+    path = tmp_path / "tiny_base"
+    tiny_model_factory().save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    monkeypatch.setenv("LORA_COURSE_MODEL", str(path))
+    return path

@@ -96,14 +96,9 @@ def test_remove_autocast_wrapper_matches_the_library_and_leaves_fp32_models_alon
     assert not fp32.args.bf16 and not env.autocast_wrapped(fp32.model)  # fp32 training adds no wrapper
 
 
-def test_train_lora_adapter_returns_a_model_without_the_wrapper(tiny_model_factory, tiny_tokenizer, tmp_path,
-                                                                monkeypatch, forced_bf16):
+def test_train_lora_adapter_returns_a_model_without_the_wrapper(tiny_base_dir, forced_bf16):
     from lora_helpers.training import train_lora_adapter
 
-    path = tmp_path / "tiny_base"
-    tiny_model_factory().save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    monkeypatch.setenv("LORA_COURSE_MODEL", str(path))
     recipe = RECIPE.replace(r=2, max_steps=1, batch_size=2, n_train=4, n_val=2, n_test=2)
     run = train_lora_adapter("ngay_thang", recipe, device="cpu", verbose=False, validate=False)
     assert run.trainer.args.bf16  # trained under bf16 autocast ...

@@ -168,16 +168,6 @@ def test_metrics_file_round_trip(tmp_path):
 
 
 # --------------------------------------------------------------------------- the shared training function
-@pytest.fixture
-def tiny_base_dir(tmp_path, tiny_model_factory, tiny_tokenizer, monkeypatch):
-    """A tiny saved base model + tokenizer, made the course model through LORA_COURSE_MODEL."""
-    path = tmp_path / "tiny_base"
-    tiny_model_factory().save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    monkeypatch.setenv("LORA_COURSE_MODEL", str(path))
-    return path
-
-
 def test_build_adapters_trains_with_the_shared_function(tiny_base_dir, tmp_path, capsys):
     """scripts/build_adapters.py end to end on a tiny model: adapter, model card and metrics.json."""
     from scripts import build_adapters

@@ -25,12 +25,8 @@ def test_config_hash_is_stable_and_sees_every_setting():
 
 
 @pytest.fixture
-def tiny_sweep(tmp_path, tiny_model_factory, tiny_tokenizer, monkeypatch):
+def tiny_sweep(tmp_path, tiny_base_dir, monkeypatch):
     """A two-run sweep on a tiny saved base model, recorded under tmp_path."""
-    base = tmp_path / "tiny_base"
-    tiny_model_factory().save_pretrained(base)
-    tiny_tokenizer.save_pretrained(base)
-    monkeypatch.setenv("LORA_COURSE_MODEL", str(base))
     recipe = RECIPE.replace(r=2, lora_alpha=4, max_steps=2, batch_size=2, eval_steps=2, n_train=4, n_val=2, n_test=3)
     sweep = {"tiny": lambda: [records.RunSpec("tiny", f"seed{s}", "ngay_thang", recipe.replace(seed=s)) for s in (0, 1)]}
     monkeypatch.setattr(records, "SWEEPS", sweep)
