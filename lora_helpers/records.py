@@ -4,7 +4,11 @@ A lesson that needs many runs (seeds × ranks × learning rates) cannot train th
 It plots the recorded results instead, and re-runs one configuration live to check that it lands inside the
 recorded seed band. Each run is one JSON file, ``records/<sweep>/<key>.json``::
 
-    {"sweep", "key", "config": {"task", "recipe"}, "config_hash", "results": {...}, "provenance": {...}}
+    {"sweep", "key", "config": {"task", "recipe"} or {"task", "variant_run"}, "config_hash", "results": {...},
+     "provenance": {...}}
+
+Two kinds of run: an SFT run (``recipe``: ``training.train_lora_adapter`` with that recipe, lessons 2 and 5) and a
+variant run (``variant_run``: the settings of ``variants.train_variant``'s plain AdamW loop, lesson 6).
 
 ``config`` is what the code says the run is (:data:`SWEEPS`), ``config_hash`` its hash. When the code changes what a
 run means (the recipe, the sweep's settings), the hash of the run the code now describes no longer matches the
@@ -34,15 +38,29 @@ RECORDS_DIRNAME = "records"
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One recorded run: its sweep, its key (the file name), the task and the recipe it trains with."""
+    """One recorded run: its sweep, its key (the file name), the task, and what it trains: a ``recipe`` (an SFT
+    run) or ``variant_run`` (the settings of a ``variants.train_variant`` run, as sorted ``(name, value)`` pairs)."""
 
     sweep: str
     key: str
     task: str
-    recipe: Recipe
+    recipe: Recipe | None = None
+    variant_run: tuple | None = None
+
+    def __post_init__(self):
+        if (self.recipe is None) == (self.variant_run is None):
+            raise CourseError("Một lần chạy cần đúng một trong hai: `recipe` hoặc `variant_run`.",
+                              "RunSpec(sweep, key, task, recipe=...) hoặc RunSpec(sweep, key, task, variant_run=...).")
+
+    @property
+    def settings(self) -> dict:
+        """The variant run's settings as a dict (empty for an SFT run)."""
+        return dict(self.variant_run or ())
 
     def config(self) -> dict:
-        return {"task": self.task, "recipe": self.recipe.as_dict()}
+        if self.recipe is not None:
+            return {"task": self.task, "recipe": self.recipe.as_dict()}
+        return {"task": self.task, "variant_run": self.settings}
 
 
 def config_hash(config: dict) -> str:
@@ -63,7 +81,26 @@ def _rank_seeds() -> list[RunSpec]:
             for r in (4, 8, 16) for seed in (0, 1, 2)]
 
 
-SWEEPS = {"rank_seeds": _rank_seeds}
+# Lesson 6's runs (notebooks/lora_from_scratch_and_variants.ipynb reads them and re-runs seed 0 of each live):
+# one plain AdamW loop per run, LoRA on q_proj and v_proj, r = 8, alpha = 16, lr 1e-3, 6 steps at batch 4, the
+# splits drawn with seed 0 for every run (the run's seed sets the LoRA initialisation and the batch order), the
+# validation loss on 8 rows, 50 test rows scored by teacher forcing in fp32.
+VARIANT_RUN = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "learning_rate": 1e-3, "steps": 6,
+               "batch_size": 4, "n_train": 400, "n_val": 8, "n_test": 50, "max_length": 112, "data_seed": 0}
+VARIANT_SEEDS = (0, 1, 2)
+
+
+def _variant_seeds() -> list[RunSpec]:
+    """Each LoRA variant (``variants.VARIANTS``) with :data:`VARIANT_SEEDS`: lesson 6's comparison, 3 seeds each."""
+    from .variants import VARIANTS
+
+    return [RunSpec("variant_seeds", f"{v}_seed{seed}", "ngay_thang",
+                    variant_run=tuple(sorted({**VARIANT_RUN, "variant": v, "seed": seed}.items(),
+                                             key=lambda kv: kv[0])))
+            for v in VARIANTS for seed in VARIANT_SEEDS]
+
+
+SWEEPS = {"rank_seeds": _rank_seeds, "variant_seeds": _variant_seeds}
 
 
 def sweep_specs(sweep: str) -> list[RunSpec]:

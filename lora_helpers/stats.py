@@ -8,6 +8,9 @@ Three questions the lessons ask, each with the test that answers it:
   disagree carry information: ``fixed`` (A wrong, B right) and ``broken`` (A right, B wrong). Under "no
   difference" each disagreement is a coin flip, so the exact McNemar test is ``binomtest(fixed, fixed + broken,
   0.5)``. 3 fixed against 1 broken is p ≈ 0.63.
+* *Is one model as accurate on set B as on set A (different items: a test split and a harder held-out set)?*
+  :func:`compare_independent` — Fisher's exact test on the 2×2 table (``scipy.stats.fisher_exact``).
+  18/20 against 15/20 is p ≈ 0.41.
 * *Is training recipe B better than recipe A?* :func:`compare_seeds` — one number per seed and recipe (at least
   3 seeds each), Welch's t-interval for the difference of the means (``scipy.stats.ttest_ind(...,
   equal_var=False).confidence_interval()``). The range of two runs is not a noise band.
@@ -148,6 +151,59 @@ def compare_paired(correct_a, correct_b) -> PairedComparison:
                             p_value=p, n_needed=None if p < ALPHA else _items_needed(n, fixed, broken))
 
 
+# --------------------------------------------------------------------------- one model, two sets of items
+@dataclass(frozen=True)
+class IndependentComparison:
+    """The accuracy on set B against that on set A (different items): Fisher's exact test."""
+
+    a: Accuracy
+    b: Accuracy
+    p_value: float
+    n_needed: int | None  # items per set for p < ALPHA if both rates held (None: equal rates)
+
+    @property
+    def outcome(self) -> str:
+        if self.p_value < ALPHA:
+            return BETTER if self.b.value > self.a.value else WORSE
+        return UNRESOLVED
+
+    def verdict(self, name_a: str = "A", name_b: str = "B") -> str:
+        numbers = f"{self.b} so với {self.a}; kiểm định chính xác Fisher, p = {self.p_value:.2g}"
+        if self.outcome == BETTER:
+            return f"{name_b} cao hơn {name_a}: {numbers}"
+        if self.outcome == WORSE:
+            return f"{name_b} thấp hơn {name_a}: {numbers}"
+        if self.n_needed is None:
+            need = "hai tỉ lệ bằng nhau"
+        elif self.n_needed > _MAX_SCALE * max(self.a.n, self.b.n):
+            need = f"cần hơn {_MAX_SCALE * max(self.a.n, self.b.n)} câu mỗi tập nếu hai tỉ lệ giữ nguyên"
+        else:
+            need = f"cần khoảng {self.n_needed} câu mỗi tập nếu hai tỉ lệ giữ nguyên"
+        return f"{name_b} so với {name_a}: {UNRESOLVED} ({numbers}; {need})"
+
+    def __str__(self) -> str:
+        return self.verdict()
+
+
+def _fisher_p(k_a: int, n_a: int, k_b: int, n_b: int) -> float:
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[k_a, n_a - k_a], [k_b, n_b - k_b]]).pvalue)
+
+
+def compare_independent(k_a: int, n_a: int, k_b: int, n_b: int) -> IndependentComparison:
+    """``k_b`` right of ``n_b`` on set B against ``k_a`` of ``n_a`` on set A, the sets having different items."""
+    _check_count(k_a, n_a)
+    _check_count(k_b, n_b)
+    p = _fisher_p(k_a, n_a, k_b, n_b)
+    needed = None
+    if p >= ALPHA and k_a * n_b != k_b * n_a:
+        needed = next((scale * max(n_a, n_b) for scale in range(2, _MAX_SCALE + 1)
+                       if _fisher_p(round(scale * k_a), scale * n_a, round(scale * k_b), scale * n_b) < ALPHA),
+                      _MAX_SCALE * max(n_a, n_b) + 1)
+    return IndependentComparison(accuracy(k_a, n_a), accuracy(k_b, n_b), p, needed)
+
+
 # --------------------------------------------------------------------------- two recipes, several seeds
 @dataclass(frozen=True)
 class SeedComparison:
@@ -168,14 +224,17 @@ class SeedComparison:
             return BETTER if b_higher != self.lower_is_better else WORSE
         return UNRESOLVED
 
-    def verdict(self, name_a: str = "A", name_b: str = "B", metric: str = "giá trị", digits: int = 3) -> str:
+    def verdict(self, name_a: str = "A", name_b: str = "B", metric: str = "giá trị", digits: int = 3,
+                unit: str = "hạt giống") -> str:
+        """One Vietnamese line: outcome, both means with their counts, the difference and its 95% interval; when
+        unresolved, how many ``unit`` (seeds, or repeated timings) each side would need."""
         mean_a, mean_b = statistics.fmean(self.values_a), statistics.fmean(self.values_b)
-        numbers = (f"{metric} trung bình {mean_b:.{digits}f} ({len(self.values_b)} hạt giống) so với "
-                   f"{mean_a:.{digits}f} ({len(self.values_a)} hạt giống), hiệu {self.difference:+.{digits}f}, "
+        numbers = (f"{metric} trung bình {mean_b:.{digits}f} ({len(self.values_b)} {unit}) so với "
+                   f"{mean_a:.{digits}f} ({len(self.values_a)} {unit}), hiệu {self.difference:+.{digits}f}, "
                    f"KTC 95% [{self.low:+.{digits}f}; {self.high:+.{digits}f}]")
         if self.outcome != UNRESOLVED:
             return f"{name_b} {self.outcome} {name_a}: {numbers}"
-        need = ("cần khoảng {} hạt giống mỗi bên nếu hiệu và độ dao động giữ nguyên".format(self.seeds_needed)
+        need = ("cần khoảng {} {} mỗi bên nếu hiệu và độ dao động giữ nguyên".format(self.seeds_needed, unit)
                 if self.seeds_needed is not None else "hiệu quan sát bằng 0")
         return f"{name_b} so với {name_a}: {UNRESOLVED} ({numbers}; {need})"
 

@@ -11,13 +11,13 @@
 * :func:`tokenize_rows` / :func:`make_batches`: course rows as padded causal-LM batches whose labels
   cover the answer only (the prompt is masked with -100), in a seeded order;
 * :func:`train_steps`: a plain PyTorch loop (AdamW) over those batches, returning the loss per step;
+* :func:`variant_data`: the data every run of lesson 6 (and its recorded sweep) trains and is measured on;
 * :func:`train_variant`: one run of a variant on a course task (fresh base model, same data, seed,
   steps and rank for every variant); it returns a :class:`VariantRun` with the loss curve,
-  validation loss, test metric, seconds per step, peak memory and trainable parameters;
+  validation loss, test verdicts (teacher forced, in fp32), seconds per step, peak memory and trainable parameters;
 * :func:`merge_parity`: does ``merge_and_unload`` of a copy give the same model (``lora_helpers.parity``)?
-* :func:`seed_spread`, :func:`accuracy_noise`, :func:`judge_against_noise`: a variant's difference compared
-  with the noise (the spread between two seeds of plain LoRA; for an accuracy, at least the test set's own
-  sampling error), in Vietnamese words chosen from the numbers.
+* :func:`seed_spread`: the range of a measurement over seeds (what an exercise asks for; not a noise band:
+  comparisons go through ``lora_helpers.stats``).
 """
 
 from __future__ import annotations
@@ -212,6 +212,8 @@ class VariantRun:
     trainable: int
     total: int
     model: object = field(default=None, repr=False)
+    test_correct: list = field(default_factory=list)    # per test row: would greedy decoding write the gold answer?
+    test_gold_logprob_per_token: float | None = None    # mean log-probability of a gold answer token (nats)
 
     @property
     def label(self) -> str:
@@ -222,16 +224,30 @@ class VariantRun:
         return {"train": list(enumerate(self.losses, start=1)), "eval": [(len(self.losses), self.val_loss)]}
 
 
+def variant_data(task: str, tokenizer, n_train: int, n_val: int, n_test: int, max_length: int, seed: int = 0):
+    """``(splits, train_examples, val_batches, test_rows)`` for :func:`train_variant`: the course splits of ``task``
+    drawn with ``seed``, the training rows tokenized (labels on the answer only), the validation rows as one batch,
+    the first ``n_test`` test rows."""
+    from .data import make_task_splits
+
+    splits = make_task_splits(task, n_train=n_train, n_val=n_val, seed=seed)
+    train_examples = tokenize_rows(tokenizer, splits["train"], max_length=max_length)
+    val_batches = make_batches(tokenize_rows(tokenizer, splits["validation"], max_length), n_val, 1, seed,
+                               tokenizer.pad_token_id)
+    return splits, train_examples, val_batches, splits["test"].select(range(n_test))
+
+
 def train_variant(variant: str, load_base, tokenizer, train_examples: list[dict], val_batches: list[dict],
                   test_rows=None, *, r: int = 8, lora_alpha: float = 16, target_modules=("q_proj", "v_proj"),
                   steps: int = 10, batch_size: int = 4, learning_rate: float = 1e-3, seed: int = 0,
-                  max_new_tokens: int | None = None, device: str | None = None) -> VariantRun:
+                  device: str | None = None) -> VariantRun:
     """Train ``variant`` for ``steps`` steps on a fresh base model (``load_base()``) with a plain AdamW loop.
 
     Every variant gets the same batches (``make_batches(train_examples, batch_size, steps, seed)``), the
     same seed for its LoRA initialisation, rank, alpha, targets and learning rate. Measured: the loss of
-    each step, the validation loss after training (:func:`mean_loss` on ``val_batches``), the test
-    accuracy on ``test_rows`` (greedy, ``evaluation.evaluate_task``; skipped when None), seconds per
+    each step, the validation loss after training (:func:`mean_loss` on ``val_batches``), the verdict on
+    each of ``test_rows`` (``evaluation.teacher_forced_scores`` in fp32, exactly as loaded: would greedy decoding
+    write the gold answer?) with the mean log-probability of a gold token; skipped when None), seconds per
     training step, the peak memory added by training (``bench.measure_peak_memory``), and the trainable
     and total parameter counts (DoRA's magnitude vectors included).
     """
@@ -239,7 +255,7 @@ def train_variant(variant: str, load_base, tokenizer, train_examples: list[dict]
 
     from .bench import measure_peak_memory
     from .env import seed_everything
-    from .evaluation import evaluate_task
+    from .evaluation import teacher_forced_scores
     from .params import trainable_parameters
 
     config = variant_config(variant, r=r, lora_alpha=lora_alpha, target_modules=target_modules)
@@ -256,14 +272,34 @@ def train_variant(variant: str, load_base, tokenizer, train_examples: list[dict]
     measured = measure_peak_memory(lambda: train_steps(model, batches, learning_rate))
     losses = measured.result
     val_loss = mean_loss(model, val_batches)
-    accuracy, n_test = None, 0
+    accuracy, n_test, correct, per_token = None, 0, [], None
     if test_rows is not None:
-        result = evaluate_task(model, tokenizer, test_rows, max_new_tokens=max_new_tokens)
-        accuracy, n_test = result["accuracy"], result["n"]
+        scores = teacher_forced_scores(model, tokenizer, test_rows, precision=False)
+        accuracy, n_test, correct = scores["accuracy"], scores["n"], scores["correct"]
+        per_token = sum(scores["gold_logprob"]) / sum(scores["gold_tokens"])
     model.eval()
     return VariantRun(variant=name, seed=seed, losses=losses, val_loss=val_loss, test_accuracy=accuracy, n_test=n_test,
                       seconds_per_step=measured.seconds / steps, init_seconds=init_seconds,
-                      peak_bytes=measured.peak_bytes, trainable=trainable, total=total, model=model)
+                      peak_bytes=measured.peak_bytes, trainable=trainable, total=total, model=model,
+                      test_correct=correct, test_gold_logprob_per_token=per_token)
+
+
+def step_seconds(models: dict, batch: dict, repeats: int = 5) -> dict:
+    """Seconds of one training step (forward, backward; no optimizer) of each model on the same ``batch``,
+    measured ``repeats`` times *interleaved* (A, B, A, B, ...) so that a change in the machine's load hits every
+    model alike. The gradients are cleared after each step; the models are left in train mode."""
+    times = {name: [] for name in models}
+    for model in models.values():
+        model.train()
+    for _ in range(repeats + 1):  # the first round warms up (allocations, kernels) and is not kept
+        for name, model in models.items():
+            device = next(model.parameters()).device
+            start = time.perf_counter()
+            model(**_to(batch, device)).loss.backward()
+            seconds = time.perf_counter() - start
+            model.zero_grad(set_to_none=True)
+            times[name].append(seconds)
+    return {name: values[1:] for name, values in times.items()}
 
 
 def merge_parity(peft_model, tokenizer, dataset, max_new_tokens: int | None = None):
@@ -284,36 +320,10 @@ def merge_parity(peft_model, tokenizer, dataset, max_new_tokens: int | None = No
 
 # --------------------------------------------------------------------------- noise
 def seed_spread(values) -> float:
-    """max - min of a measurement over runs that differ only by seed: the noise a difference must beat."""
+    """max - min of a measurement over runs that differ only by seed (a range: not a noise band to judge a
+    difference with; ``lora_helpers.stats.compare_seeds`` does that, from at least 3 seeds)."""
     values = [float(v) for v in values]
     if len(values) < 2:
         raise CourseError("Cần ít nhất hai lần chạy (hai hạt giống) để đo độ dao động.",
                           "Chạy LoRA thường với hai hạt giống, ví dụ SEEDS = (0, 1).")
     return max(values) - min(values)
-
-
-def accuracy_noise(accuracy: float, n: int) -> float:
-    """Sampling noise of an accuracy measured on ``n`` test items: ``1.96·sqrt(p(1-p)/n)``, at least one item (1/n).
-
-    Two seeds can agree on a small test set by chance (a spread of 0); the test set's own sampling error
-    (the half-width of a 95 % normal-approximation interval) is a floor for the noise of an accuracy.
-    """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise CourseError(f"Số câu kiểm tra n phải là số nguyên dương, bạn đưa {n!r}.", "Ví dụ: n=len(test_ds).")
-    p = float(accuracy)
-    return max(1.96 * math.sqrt(p * (1 - p) / n), 1 / n)
-
-
-def judge_against_noise(value: float, reference: float, noise: float, lower_is_better: bool = True) -> str:
-    """Vietnamese words for ``value`` vs ``reference`` given the ``noise`` (e.g. the seed spread).
-
-    Within the noise: "trong mức nhiễu" (no winner); outside it: "tốt hơn"/"kém hơn" LoRA, beyond the
-    noise, with how many times the noise the difference is.
-    """
-    diff = value - reference
-    if abs(diff) <= noise:
-        return "trong mức nhiễu: chưa phân biệt được với LoRA"
-    better = diff < 0 if lower_is_better else diff > 0
-    times = abs(diff) / noise if noise > 0 else math.inf
-    size = f"gấp {times:.1f} lần mức nhiễu" if math.isfinite(times) else "mức nhiễu bằng 0"
-    return f"{'tốt hơn' if better else 'kém hơn'} LoRA, vượt mức nhiễu ({size})"

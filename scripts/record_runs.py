@@ -4,10 +4,11 @@
     python scripts/record_runs.py rank_seeds --list     # what the sweep holds and what is recorded, nothing run
     python scripts/record_runs.py rank_seeds --keys r8_seed0,r8_seed1
 
-Each run is ``lora_helpers.training.train_lora_adapter`` with the run's task and recipe (validation loss at the
+An SFT run is ``lora_helpers.training.train_lora_adapter`` with the run's task and recipe (validation loss at the
 end), then ``lora_helpers.evaluation.teacher_forced_scores`` on the recipe's ``n_test`` test rows: accuracy (the
 greedy verdict, exact for the exact-string task ``ngay_thang``) and the mean log-probability per gold token (the
-low-noise number to compare runs with). The record holds the configuration, its hash and where it was measured
+low-noise number to compare runs with). A variant run is ``lora_helpers.variants.train_variant`` on
+``variants.variant_data`` with the run's settings (lesson 6 does the same calls), measured the same way. The record holds the configuration, its hash and where it was measured
 (``records.provenance``). Measure alone: a run's seconds are part of its record.
 """
 
@@ -21,8 +22,37 @@ from lora_helpers import records
 from lora_helpers.errors import CourseError
 
 
+def run_variant(spec: records.RunSpec, device: str | None = None) -> dict:
+    """Train and measure a variant run (lesson 6); the ``results`` of its record."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lora_helpers.env import pick_device
+    from lora_helpers.models import find_base_model
+    from lora_helpers.variants import train_variant, variant_data
+
+    s = spec.settings
+    device = device or pick_device()
+    base_path = find_base_model()
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    _, train_examples, val_batches, test_rows = variant_data(spec.task, tokenizer, s["n_train"], s["n_val"],
+                                                             s["n_test"], s["max_length"], seed=s["data_seed"])
+    run = train_variant(s["variant"], lambda: AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).to(device),
+                        tokenizer, train_examples, val_batches, test_rows, r=s["r"], lora_alpha=s["lora_alpha"],
+                        target_modules=tuple(s["target_modules"]), steps=s["steps"], batch_size=s["batch_size"],
+                        learning_rate=s["learning_rate"], seed=s["seed"])
+    return {"eval_loss": run.val_loss, "train_losses": run.losses, "test_accuracy": run.test_accuracy,
+            "test_correct": run.test_correct, "n_test": run.n_test,
+            "test_gold_logprob_per_token": run.test_gold_logprob_per_token, "steps": len(run.losses),
+            "seconds_per_step": round(run.seconds_per_step, 3), "trainable": run.trainable}
+
+
 def run_one(spec: records.RunSpec, device: str | None = None) -> dict:
     """Train ``spec`` and measure it; the ``results`` of its record."""
+    if spec.variant_run is not None:
+        return run_variant(spec, device)
     from lora_helpers.evaluation import teacher_forced_scores
     from lora_helpers.training import train_lora_adapter
 
@@ -75,7 +105,7 @@ def main(argv=None, root=None, device: str | None = None) -> int:
         path = records.write_record(spec, results, root, device=device)
         print(f"[{i}/{len(todo)}] {spec.key}: loss kiểm định {results['eval_loss']:.4f}, "
               f"độ chính xác {results['test_accuracy']:.0%} trên {results['n_test']} câu, "
-              f"{results['train_seconds']:.0f} s → {path}", flush=True)
+              f"{results.get('train_seconds', results.get('seconds_per_step', 0) * results['steps']):.0f} s → {path}", flush=True)
     return 0
 
 

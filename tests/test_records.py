@@ -68,3 +68,36 @@ def test_a_changed_recipe_makes_the_records_stale(tiny_sweep, monkeypatch):
     assert record_runs.main(["tiny"], root=root, device="cpu") == 1  # refuses to add to a stale sweep
     monkeypatch.setattr(records, "SWEEPS", {})
     assert records.stale_records(root) == ["tiny/seed0.json: không còn trong SWEEPS"]
+
+
+def test_a_variant_sweep_records_lesson_6s_runs(tmp_path, tiny_base_dir, monkeypatch):
+    """A variant run (lesson 6's plain loop) is recorded with the settings the code gives it, and goes stale when
+    they change."""
+    from scripts import record_runs
+
+    settings = {**records.VARIANT_RUN, "r": 2, "lora_alpha": 4, "steps": 2, "batch_size": 2, "n_train": 4,
+                "n_val": 2, "n_test": 3}
+
+    def sweep(**change):
+        return {"tiny": lambda: [records.RunSpec("tiny", f"{v}_seed0", "ngay_thang", variant_run=tuple(sorted(
+            {**settings, "variant": v, "seed": 0, **change}.items()))) for v in ("lora", "dora")]}
+
+    monkeypatch.setattr(records, "SWEEPS", sweep())
+    root = tmp_path / "records"
+    assert record_runs.main(["tiny"], root=root, device="cpu") == 0
+    recorded = records.read_records("tiny", root)
+    assert sorted(recorded) == ["dora_seed0", "lora_seed0"]
+    lora, dora = recorded["lora_seed0"]["results"], recorded["dora_seed0"]["results"]
+    assert recorded["lora_seed0"]["config"]["variant_run"]["variant"] == "lora"
+    assert lora["steps"] == 2 and len(lora["train_losses"]) == 2 and len(lora["test_correct"]) == lora["n_test"] == 3
+    assert dora["trainable"] > lora["trainable"] and lora["test_gold_logprob_per_token"] < 0
+    monkeypatch.setattr(records, "SWEEPS", sweep(learning_rate=5e-4))
+    assert len(records.stale_records(root)) == 2
+
+
+def test_a_run_spec_says_what_it_trains():
+    with pytest.raises(CourseError, match="đúng một"):
+        records.RunSpec("s", "k", "ngay_thang")
+    specs = records.sweep_specs("variant_seeds")
+    assert len(specs) == 15 and {s.settings["variant"] for s in specs} == {"lora", "rslora", "dora", "pissa", "olora"}
+    assert all(set(s.settings) == set(records.VARIANT_RUN) | {"variant", "seed"} for s in specs)

@@ -9,6 +9,7 @@ from lora_helpers.stats import (
     WORSE,
     accuracy,
     accuracy_of,
+    compare_independent,
     compare_paired,
     compare_seeds,
 )
@@ -74,3 +75,18 @@ def test_seeds_welch_interval_and_outcomes():
     assert "hạt giống mỗi bên" in noisy.verdict("LoRA", "OLoRA", metric="loss kiểm định")
     with pytest.raises(CourseError, match="ít nhất 3 hạt giống"):
         compare_seeds([0.3, 0.31], [0.2, 0.21])
+
+
+def test_independent_sets_fisher_exact_and_outcomes():
+    same_model = compare_independent(18, 20, 15, 20)  # test split 90%, held-out set 75%
+    assert same_model.p_value == pytest.approx(0.407, abs=1e-3) and same_model.outcome == UNRESOLVED
+    line = same_model.verdict("tập kiểm tra", "câu mới")
+    assert UNRESOLVED in line and "75% (15/20" in line and "câu mỗi tập" in line
+    # At 90% vs 75%, Fisher's test first goes below 0.05 with 80 items per set (p = 0.021; at 60: p = 0.053).
+    assert same_model.n_needed == 80
+    dropped = compare_independent(18, 20, 8, 20)
+    assert dropped.p_value < 0.01 and dropped.outcome == WORSE and dropped.verdict().startswith("B thấp hơn A")
+    assert compare_independent(8, 20, 18, 20).outcome == BETTER
+    assert compare_independent(10, 20, 5, 10).n_needed is None
+    with pytest.raises(CourseError):
+        compare_independent(21, 20, 1, 2)

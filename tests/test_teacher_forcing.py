@@ -8,7 +8,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from lora_helpers.evaluation import evaluate_task, generate, teacher_forced_scores
+from lora_helpers.evaluation import evaluate_task, evaluate_task_fast, generate, teacher_forced_scores
 
 
 def _rows(prompts, answers):
@@ -55,6 +55,17 @@ def test_teacher_forcing_agrees_with_generate_on_a_taught_model(taught):
     assert max(wrong) < min(right)                              # the gold answer is far likelier where it is learned
 
 
+def test_the_fast_evaluation_gives_evaluate_tasks_result_and_generates_only_the_misses(taught):
+    model, tok, prompts, answers = taught
+    unseen = [f"w{i} w{i + 3}" for i in range(7, 47, 5)]
+    rows = _rows(prompts + unseen, answers + answers[::-1])
+    full = evaluate_task(model, tok, rows, max_new_tokens=8, precision=False)
+    fast = evaluate_task_fast(model, tok, rows, max_new_tokens=8, precision=False)
+    assert fast["predictions"] == full["predictions"] and fast["accuracy"] == full["accuracy"]
+    assert fast["generated"] == [i for i, ok in enumerate(fast["teacher_forced_correct"]) if not ok]
+    assert 0 < len(fast["generated"]) < 16
+
+
 def test_a_wrong_gold_answer_is_never_scored_right(taught):
     model, tok, prompts, answers = taught
     shifted = answers[1:] + answers[:1]  # every prompt paired with another prompt's answer
@@ -89,3 +100,6 @@ def test_teacher_forcing_against_generate_on_the_demo_adapters(task):
     assert all(g for tf, g in zip(scores["correct"], by_generate) if tf)  # teacher forcing: never right alone
     if task == "ngay_thang":
         assert scores["correct"] == by_generate
+    fast = evaluate_task_fast(model, tokenizer, rows, precision=False)  # generate only where teacher forcing says wrong
+    assert fast["correct"] == by_generate and fast["accuracy"] == sum(by_generate) / 16
+    assert len(fast["generated"]) == 16 - sum(scores["correct"])
