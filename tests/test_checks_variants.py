@@ -2,16 +2,14 @@
 
 import copy
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from lora_helpers.checks import check_lora_forward, check_noise_decision, check_scaling, check_scratch_parity
+from lora_helpers.checks import check_lora_forward, check_scaling, check_scratch_parity, check_seed_verdict
 from lora_helpers.params import trainable_parameters
-from lora_helpers.variants import VariantRun
 
 
 def ok(result):
@@ -170,70 +168,95 @@ def test_scratch_parity_rejects_gaming_and_mistakes(tiny_model_factory):
     wrong(check_scratch_parity(answer, unfrozen, peft_model), "khác nhau")
 
 
-# --------------------------------------------------------------------------- 🦁 beyond the noise?
-class FixedLoss(nn.Module):
-    """A stand-in model whose loss is a fixed number (mean_loss reads it)."""
-
-    def __init__(self, loss):
-        super().__init__()
-        self.value = loss
-        self.weight = nn.Parameter(torch.zeros(1))
-
-    def forward(self, **batch):
-        return SimpleNamespace(loss=torch.tensor(self.value))
+# --------------------------------------------------------------------------- 🦁 three seeds each, from records
+LORA_LOSS, DORA_LOSS, PISSA_LOSS = (0.338, 0.361, 0.348), (0.323, 0.347, 0.333), (0.113, 0.135, 0.110)
 
 
-BATCHES = [{"input_ids": torch.zeros(1, 4, dtype=torch.long), "attention_mask": torch.ones(1, 4, dtype=torch.long),
-            "labels": torch.tensor([[-100, 5, 6, 7]])}]
+@pytest.fixture
+def records_root(tmp_path):
+    """records/variant_seeds/ with three seeds of LoRA, DoRA and PiSSA (the values of the committed sweep)."""
+    import json
+
+    folder = tmp_path / "variant_seeds"
+    folder.mkdir()
+    for variant, losses in (("lora", LORA_LOSS), ("dora", DORA_LOSS), ("pissa", PISSA_LOSS)):
+        for seed, loss in enumerate(losses):
+            record = {"config": {"task": "ngay_thang", "variant_run": {"variant": variant, "seed": seed}},
+                      "results": {"eval_loss": loss}}
+            (folder / f"{variant}_seed{seed}.json").write_text(json.dumps(record), encoding="utf-8")
+    return tmp_path
 
 
-def fake_run(variant, seed, loss):
-    return VariantRun(variant=variant, seed=seed, losses=[1.0, loss], val_loss=loss, test_accuracy=None, n_test=0,
-                      seconds_per_step=1.0, init_seconds=0.0, peak_bytes=0, trainable=10, total=100,
-                      model=FixedLoss(loss))
+def verdict(variant, choice=None, **change):
+    """The honest answer for ``variant`` (scipy directly, as the solution does), with ``change`` applied."""
+    import statistics
+
+    from scipy.stats import ttest_ind
+
+    losses = {"dora": DORA_LOSS, "pissa": PISSA_LOSS}[variant]
+    ci = ttest_ind(losses, LORA_LOSS, equal_var=False).confidence_interval(0.95)
+    honest = "tốt hơn" if ci.high < 0 else "kém hơn" if ci.low > 0 else "không phân biệt được"
+    numbers = {"hiệu": statistics.fmean(losses) - statistics.fmean(LORA_LOSS), "ktc": (ci.low, ci.high)}
+    numbers.update(change)
+    return {"lựa_chọn": choice or honest, "số_liệu": numbers}
 
 
-LORA = [fake_run("lora", 0, 0.50), fake_run("lora", 1, 0.56)]      # spread 0.06
+def test_seed_verdict_accepts_the_honest_answers(records_root):
+    ok(check_seed_verdict(verdict("pissa"), "pissa", root=records_root))      # better: the interval is below 0
+    ok(check_seed_verdict(verdict("dora"), "dora", root=records_root))        # the interval holds 0
+    assert verdict("dora")["lựa_chọn"] == "không phân biệt được" and verdict("pissa")["lựa_chọn"] == "tốt hơn"
+    ok(check_seed_verdict({"lua_chon": "Không phân biệt được", "so_lieu": verdict("dora")["số_liệu"]}, "dora",
+                          root=records_root))
+    todo(check_seed_verdict(None, "dora", root=records_root))
+    todo(check_seed_verdict(verdict("dora"), "olora", root=records_root))     # no records of that variant
 
 
-def decide(choice, spread, diff):
-    return {"lựa_chọn": choice, "số_liệu": {"dao_động": spread, "chênh_lệch": diff}}
+def _two_seeds():
+    from scipy.stats import ttest_ind
+
+    ci = ttest_ind(DORA_LOSS[:2], LORA_LOSS[:2], equal_var=False).confidence_interval()
+    return (ci.low, ci.high)
 
 
-def test_noise_decision_accepts_both_honest_answers():
-    ok(check_noise_decision(decide("vượt", 0.06, -0.30), LORA, fake_run("pissa", 0, 0.20), BATCHES))
-    ok(check_noise_decision(decide("không vượt", 0.06, 0.03), LORA, fake_run("dora", 0, 0.53), BATCHES))
-    ok(check_noise_decision({"lua_chon": "Không vượt", "so_lieu": {"dao_dong": 0.0601, "chenh_lech": 0.0299}},
-                            LORA, fake_run("dora", 0, 0.53), BATCHES))
-    todo(check_noise_decision(None, LORA, fake_run("dora", 0, 0.53), BATCHES))
-    todo(check_noise_decision(decide("vượt", 0.06, -0.3), LORA, None, BATCHES))
+def _ninety():
+    from scipy.stats import ttest_ind
+
+    ci = ttest_ind(DORA_LOSS, LORA_LOSS, equal_var=False).confidence_interval(0.90)
+    return (ci.low, ci.high)
 
 
-@pytest.mark.parametrize("answer, variant_loss, fragment", [
-    (decide("vượt", 0.06, 0.03), 0.53, "phản bác"),                         # within the noise, called beyond
-    (decide("không vượt", 0.06, -0.30), 0.20, "phản bác"),                  # beyond, called within
-    (decide("vượt", 0.03, -0.30), 0.20, "nửa khoảng"),                      # half the range
-    (decide("vượt", 0.06 / math.sqrt(2), -0.30), 0.20, "độ lệch chuẩn"),    # a standard deviation
-    (decide("vượt", 0.50, -0.30), 0.20, "loss của một lần chạy"),
-    (decide("vượt", 0.06, 0.30), 0.20, "Dấu bị đảo"),
-    (decide("vượt", 0.06, -0.36), 0.20, "khác hạt giống"),
-    (decide("vượt", 0.06, 0.20), 0.20, "loss của biến thể"),
-    (decide("vượt", 0.06, -0.9), 0.20, "không phải chênh lệch đo được"),
-    (decide("tốt hơn", 0.06, -0.30), 0.20, "chọn \"vượt\" hoặc \"không vượt\""),
-    ("vượt", 0.20, "phải là một dict"),
+@pytest.mark.parametrize("variant, answer, fragment", [
+    ("dora", lambda: verdict("dora", "tốt hơn"), "phản bác"),                 # an interval holding 0 called better
+    ("pissa", lambda: verdict("pissa", "không phân biệt được"), "phản bác"),
+    ("pissa", lambda: verdict("pissa", "kém hơn"), "phản bác"),
+    ("dora", lambda: verdict("dora", hiệu=-verdict("dora")["số_liệu"]["hiệu"]), "Dấu bị đảo"),
+    ("dora", lambda: verdict("dora", hiệu=DORA_LOSS[0] - LORA_LOSS[0]), "một hạt giống"),
+    ("dora", lambda: verdict("dora", hiệu=0.5), "không phải hiệu đo được"),
+    ("dora", lambda: verdict("dora", ktc=_two_seeds()), "hai hạt giống"),
+    ("dora", lambda: verdict("dora", ktc=_ninety()), "khoảng 90%"),
+    ("dora", lambda: verdict("dora", ktc=tuple(-x for x in verdict("dora")["số_liệu"]["ktc"])), "LoRA − biến thể"),
+    ("dora", lambda: verdict("dora", ktc=0.1), "hai số"),
+    ("dora", lambda: verdict("dora", "vượt"), "chọn một trong"),
+    ("dora", lambda: "tốt hơn", "phải là một dict"),
 ])
-def test_noise_decision_rejects_wrong_numbers_and_choices(answer, variant_loss, fragment):
-    wrong(check_noise_decision(answer, LORA, fake_run("pissa", 0, variant_loss), BATCHES), fragment)
+def test_seed_verdict_rejects_wrong_numbers_and_choices(records_root, variant, answer, fragment):
+    wrong(check_seed_verdict(answer(), variant, root=records_root), fragment)
 
 
-def test_noise_decision_rejects_runs_that_measure_no_noise_or_were_edited():
-    answer = decide("vượt", 0.06, -0.30)
-    variant = fake_run("pissa", 0, 0.20)
-    wrong(check_noise_decision(answer, [fake_run("lora", 0, 0.5), fake_run("lora", 0, 0.5)], variant, BATCHES),
-          "cùng hạt giống")
-    wrong(check_noise_decision(answer, LORA, fake_run("lora", 0, 0.2), BATCHES), "LoRA thường, không phải một biến thể")
-    wrong(check_noise_decision(answer, LORA, fake_run("pissa", 7, 0.2), BATCHES), "không có lần chạy LoRA nào cùng hạt giống")
-    wrong(check_noise_decision(answer, [LORA[0], fake_run("dora", 1, 0.56)], variant, BATCHES), "chỉ gồm các lần chạy LoRA")
-    edited = fake_run("pissa", 0, 0.20)
-    edited.val_loss = 0.9                                                     # a hand-edited result
-    wrong(check_noise_decision(decide("vượt", 0.06, 0.40), LORA, edited, BATCHES), "đo lại từ chính các mô hình")
+def test_seed_verdict_reads_the_committed_sweep():
+    """On the committed records, the reference answer is accepted (what the solution notebook does)."""
+    import statistics
+
+    from scipy.stats import ttest_ind
+
+    from lora_helpers.records import read_records
+
+    losses = {"lora": [], "dora": []}
+    for record in read_records("variant_seeds").values():
+        if record["config"]["variant_run"]["variant"] in losses:
+            losses[record["config"]["variant_run"]["variant"]].append(record["results"]["eval_loss"])
+    ci = ttest_ind(losses["dora"], losses["lora"], equal_var=False).confidence_interval(0.95)
+    choice = "tốt hơn" if ci.high < 0 else "kém hơn" if ci.low > 0 else "không phân biệt được"
+    ok(check_seed_verdict({"lựa_chọn": choice, "số_liệu": {"hiệu": statistics.fmean(losses["dora"])
+                                                             - statistics.fmean(losses["lora"]),
+                                                             "ktc": (ci.low, ci.high)}}, "dora"))

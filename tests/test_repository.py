@@ -205,3 +205,15 @@ def test_colab_twin_is_built_from_the_setup_cell_repository(tmp_path):
     assert "blob/main/notebooks/load_lora_adapter_example.ipynb))" in once and "blob/main/solutions/x.ipynb))" in once
     assert colab_links.with_colab_links(once, lesson, repo) == once          # idempotent
 
+
+
+@pytest.mark.parametrize("path", LESSONS + sorted((ROOT / "solutions").glob("*.ipynb")), ids=lambda p: p.name)
+def test_the_header_duration_is_the_one_of_the_run_stored_below_it(path):
+    """The "Thời gian chạy" line is written by scripts/lesson_times.py from the notebook's recorded cell times and the
+    machine scripts/execute_notebooks.py recorded: a re-executed notebook with an old duration fails here."""
+    from scripts import lesson_times
+
+    wanted = lesson_times.header_line(path)
+    assert wanted is not None, f"{path.name}: no recorded run; execute it with scripts/execute_notebooks.py"
+    assert lesson_times.current_line(path) == wanted, (
+        f"{path.name}: run `python scripts/lesson_times.py --write` (the header says another duration or machine)")

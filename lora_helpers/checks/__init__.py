@@ -54,9 +54,9 @@ from .lora_finetuning import (
 )
 from .lora_from_scratch_and_variants import (
     check_lora_forward,
-    check_noise_decision,
     check_scaling,
     check_scratch_parity,
+    check_seed_verdict,
 )
 from .merge_lora_adapters import (
     check_diagnosis,
@@ -98,5 +98,5 @@ __all__ = [
     "check_routed_answers", "check_router", "check_shifted_layer_count", "check_task_scores", "check_trained_lora",
     "check_weighted_adapter", "sft_brief", "check_manual_routes", "check_mixed_batch", "check_safe_hotswap",
     "manual_routing_requests", "mixed_batch_requests",
-    "check_scaling", "check_lora_forward", "check_scratch_parity", "check_noise_decision",
+    "check_scaling", "check_lora_forward", "check_scratch_parity", "check_seed_verdict",
 ]

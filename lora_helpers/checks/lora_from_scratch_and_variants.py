@@ -205,85 +205,99 @@ def check_scratch_parity(answer, scratch_model, peft_model, tolerance: float = 1
                f"chênh lệch {own:.1e}, {count:,} tham số huấn luyện được, {len(ours)} lớp.")
 
 
-# --------------------------------------------------------------------------- decide and defend: beyond the noise?
-_BEYOND, _WITHIN = "vuot", "khong vuot"
+# --------------------------------------------------------------------------- decide and defend: three seeds each
+_CHOICES = {"tot hon": "tốt hơn", "kem hon": "kém hơn", "khong phan biet duoc": "không phân biệt được"}
+
+
+def _interval(value):
+    """``(low, high)`` from a tuple/list of two numbers or scipy's ``ConfidenceInterval``; None otherwise."""
+    if hasattr(value, "low") and hasattr(value, "high"):
+        value = (value.low, value.high)
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        low, high = _number(value[0]), _number(value[1])
+        if low is not None and high is not None:
+            return low, high
+    return None
 
 
 @_never_raises
-def check_noise_decision(answer, lora_runs, variant_run, val_batches) -> CheckResult:
-    """Decide and defend: is ``variant_run``'s validation loss different from LoRA's beyond the seed noise?
+def check_seed_verdict(answer, variant, sweep: str = "variant_seeds", root=None) -> CheckResult:
+    """Decide and defend: is ``variant``'s validation loss better than LoRA's, over the recorded seeds?
 
-    ``answer`` = ``{"lựa_chọn": "vượt" | "không vượt", "số_liệu": {"dao_động": float, "chênh_lệch": float}}``:
-    the spread |val(LoRA seed a) − val(LoRA seed b)| and the signed difference val(variant) − val(LoRA with the
-    variant's seed). The check recomputes every validation loss from the trained models on ``val_batches``
-    (editing ``run.val_loss`` does not help). Rejects: two LoRA runs with the same seed (no noise measured),
-    a variant run that is plain LoRA or has no LoRA run with its seed, a spread or difference that is not
-    the measured one (the standard deviation, absolute values, the other seed's run, a sign flipped), and
-    a choice that the numbers contradict.
+    ``answer`` = ``{"lựa_chọn": "tốt hơn" | "kém hơn" | "không phân biệt được", "số_liệu": {"hiệu": float,
+    "ktc": (low, high)}}``: the difference of the mean validation losses (variant − LoRA) over the seeds recorded in
+    ``records/<sweep>/`` and its 95% Welch interval (``scipy.stats.ttest_ind(variant, lora, equal_var=False)
+    .confidence_interval()``). The check reads the records itself and recomputes with
+    ``lora_helpers.stats.compare_seeds``. Rejects: a flipped sign (LoRA − variant), one seed's difference, Student's
+    interval (equal variances: with equal seed counts and similar spreads it is nearly Welch's, and is then accepted),
+    a 90% interval, an interval from two seeds, and a choice the interval contradicts.
     """
-    from ..variants import VARIANT_LABELS, mean_loss
+    from scipy.stats import ttest_ind
+
+    from ..records import read_records
+    from ..stats import compare_seeds
+    from ..variants import VARIANT_LABELS
 
     parsed = _decision(answer)
     if isinstance(parsed, CheckResult):
         return parsed
     choice, numbers = parsed
     plain = _plain(choice)
-    if plain not in (_BEYOND, _WITHIN):
-        return _wrong(f"`lựa_chọn` = {choice!r}; chọn \"vượt\" hoặc \"không vượt\".", "Viết đúng một trong hai.")
-    runs = list(lora_runs or [])
-    if len(runs) < 2 or variant_run is None:
-        return _todo("chưa có đủ các lần chạy (`lan_chay_lora`, `lan_chay_bien_the`)")
-    if any(r.variant != "lora" for r in runs):
-        return _wrong("`lan_chay_lora` phải chỉ gồm các lần chạy LoRA thường.", "Dùng `train_variant(\"lora\", ...)`.")
-    if len({r.seed for r in runs}) < len(runs):
-        return _wrong("hai lần chạy LoRA có cùng hạt giống: chúng giống hệt nhau, nên không đo được độ dao động nào.",
-                      "Chạy LoRA thường với hai hạt giống khác nhau.")
-    if variant_run.variant == "lora":
-        return _wrong("`lan_chay_bien_the` là LoRA thường, không phải một biến thể.", "Dùng biến thể của đề bài.")
-    same_seed = [r for r in runs if r.seed == variant_run.seed]
-    if not same_seed:
-        return _wrong(f"không có lần chạy LoRA nào cùng hạt giống {variant_run.seed} với biến thể: chênh lệch sẽ trộn cả "
-                      "hạt giống vào.", "So biến thể với lần chạy LoRA có cùng hạt giống.")
-    losses = [mean_loss(r.model, val_batches) for r in runs]
-    variant_loss = mean_loss(variant_run.model, val_batches)
-    reference_loss = losses[runs.index(same_seed[0])]
-    spread = max(losses) - min(losses)
-    diff = variant_loss - reference_loss
-    edited = [r for r, loss in zip(runs + [variant_run], losses + [variant_loss]) if abs(r.val_loss - loss) > 1e-6]
-    if edited:
-        return _wrong("`val_loss` ghi trong các lần chạy không khớp loss kiểm định mà ô kiểm tra đo lại từ chính các mô hình.",
-                      "Đừng sửa kết quả của `train_variant`; đọc số từ `lần_chạy.val_loss`.")
+    if plain not in _CHOICES:
+        return _wrong(f"`lựa_chọn` = {choice!r}; chọn một trong {', '.join(repr(c) for c in _CHOICES.values())}.",
+                      "Ba kết luận có thể có: khoảng tin cậy nằm hẳn dưới 0, hẳn trên 0, hoặc chứa 0.")
+    recorded = read_records(sweep, root)
+    by_seed = {}
+    for record in recorded.values():
+        settings = record["config"].get("variant_run", {})
+        by_seed.setdefault(settings.get("variant"), {})[settings.get("seed")] = record["results"]["eval_loss"]
+    seeds = sorted(set(by_seed.get("lora", {})) & set(by_seed.get(variant, {})))
+    if len(seeds) < 3:
+        return _todo(f"chưa có đủ ba hạt giống đã ghi cho LoRA và {variant} trong records/{sweep}/")
+    lora = [by_seed["lora"][s] for s in seeds]
+    other = [by_seed[variant][s] for s in seeds]
+    truth = compare_seeds(lora, other, lower_is_better=True)
 
     def near(value, target) -> bool:
-        return value is not None and abs(value - target) <= max(1e-3, 0.01 * abs(target))
+        return value is not None and abs(value - target) <= max(1e-4, 0.005 * abs(target))
 
-    got_spread = _number(_field(numbers, "dao_động"))
-    if not near(got_spread, spread):
-        if near(got_spread, spread / 2) or near(got_spread, spread / math.sqrt(2)):
-            hint = "Đó là nửa khoảng hoặc độ lệch chuẩn; đề bài dùng khoảng max − min giữa các hạt giống."
-        elif got_spread is not None and any(near(got_spread, v) for v in losses):
-            hint = "Đó là loss của một lần chạy, không phải khoảng chênh giữa hai lần."
+    got = _number(_field(numbers, "hiệu"))
+    if not near(got, truth.difference):
+        if near(got, -truth.difference):
+            hint = "Dấu bị đảo: hiệu = trung bình(biến thể) − trung bình(LoRA), âm khi biến thể có loss thấp hơn."
+        elif got is not None and any(near(got, other[k] - lora[k]) for k in range(len(seeds))):
+            hint = "Đó là hiệu của một hạt giống; lấy hiệu của hai trung bình trên cả ba hạt giống."
         else:
-            hint = "`dao_động` = |val_loss(LoRA hạt giống 0) − val_loss(LoRA hạt giống 1)|."
-        return _wrong(f"`số_liệu['dao_động']` = {_field(numbers, 'dao_động')!r} không phải độ dao động đo được.", hint)
-    got_diff = _number(_field(numbers, "chênh_lệch"))
-    if not near(got_diff, diff):
-        other = [loss for r, loss in zip(runs, losses) if r is not same_seed[0]]
-        if got_diff is not None and near(got_diff, -diff):
-            hint = "Dấu bị đảo: chênh_lệch = val_loss(biến thể) − val_loss(LoRA), âm khi biến thể tốt hơn."
-        elif got_diff is not None and any(near(got_diff, variant_loss - o) for o in other):
-            hint = "Bạn so với lần chạy LoRA khác hạt giống; so với lần có cùng hạt giống với biến thể."
-        elif got_diff is not None and near(got_diff, variant_loss):
-            hint = "Đó là loss của biến thể; cần hiệu với loss của LoRA."
+            hint = "`hiệu` = statistics.fmean(loss của biến thể) − statistics.fmean(loss của LoRA)."
+        return _wrong(f"`số_liệu['hiệu']` = {_field(numbers, 'hiệu')!r} không phải hiệu đo được.", hint)
+    interval = _interval(_field(numbers, "ktc"))
+    if interval is None:
+        return _wrong("`số_liệu['ktc']` phải là hai số (thấp, cao).",
+                      "Ví dụ: `ci = ttest_ind(bien_the, lora, equal_var=False).confidence_interval(0.95)`, "
+                      "rồi `(ci.low, ci.high)`.")
+    low, high = sorted(interval)
+    if not (near(low, truth.low) and near(high, truth.high)):
+        student = ttest_ind(other, lora, equal_var=True).confidence_interval(0.95)
+        narrow = ttest_ind(other, lora, equal_var=False).confidence_interval(0.90)
+        two = ttest_ind(other[:2], lora[:2], equal_var=False).confidence_interval(0.95)
+        if near(low, student.low) and near(high, student.high):
+            hint = "Đó là khoảng của kiểm định t Student (phương sai bằng nhau); dùng Welch: `equal_var=False`."
+        elif near(low, narrow.low) and near(high, narrow.high):
+            hint = "Đó là khoảng 90%; đề bài dùng khoảng 95% (`confidence_interval(0.95)`)."
+        elif near(low, two.low) and near(high, two.high):
+            hint = "Khoảng đó chỉ dùng hai hạt giống; dùng cả ba."
+        elif near(low, -truth.high) and near(high, -truth.low):
+            hint = "Đó là khoảng của LoRA − biến thể: đổi thứ tự, `ttest_ind(bien_the, lora, ...)`."
         else:
-            hint = "`chênh_lệch` = val_loss(biến thể) − val_loss(LoRA cùng hạt giống)."
-        return _wrong(f"`số_liệu['chênh_lệch']` = {_field(numbers, 'chênh_lệch')!r} không phải chênh lệch đo được.", hint)
-    beyond = abs(diff) > spread
-    label = VARIANT_LABELS.get(variant_run.variant, variant_run.variant)
-    if (plain == _BEYOND) != beyond:
-        relation = "lớn hơn" if beyond else "không lớn hơn"
-        return _wrong(f"chính số liệu của bạn phản bác lựa chọn này: |chênh lệch| = {abs(diff):.3f} {relation} độ dao động "
-                      f"{spread:.3f}.", "\"vượt\" khi |chênh_lệch| > dao_động; nếu không, chưa phân biệt được với LoRA.")
-    return _ok(f"Lựa chọn của bạn đứng vững với số liệu: đo lại từ {len(runs) + 1} mô hình, |chênh lệch| của {label} so với "
-               "độ dao động giữa các hạt giống của LoRA cho đúng kết luận ấy.",
-               f"dao động {spread:.3f}, chênh lệch {diff:+.3f} → {'vượt' if beyond else 'không vượt'}.")
+            hint = "`ttest_ind(bien_the, lora, equal_var=False).confidence_interval(0.95)`."
+        return _wrong(f"`số_liệu['ktc']` = {_field(numbers, 'ktc')!r} không phải khoảng tin cậy 95% của hiệu.", hint)
+    right = {"tốt hơn": "tot hon", "kém hơn": "kem hon"}.get(truth.outcome, "khong phan biet duoc")
+    label = VARIANT_LABELS.get(variant, variant)
+    if plain != right:
+        where = "nằm hẳn dưới 0" if high < 0 else "nằm hẳn trên 0" if low > 0 else "chứa 0"
+        return _wrong(f"chính số liệu của bạn phản bác lựa chọn này: khoảng tin cậy [{low:+.3f}; {high:+.3f}] {where}.",
+                      "Dưới 0: biến thể có loss thấp hơn, \"tốt hơn\"; trên 0: \"kém hơn\"; chứa 0: "
+                      "\"không phân biệt được\" ở cỡ mẫu này.")
+    return _ok(f"Kết luận của bạn đứng vững với số liệu: đo lại từ {len(seeds)} hạt giống mỗi bên đã ghi, khoảng tin cậy "
+               f"95% của hiệu (Welch) cho đúng kết luận ấy về {label}.",
+               truth.verdict("LoRA", label, "loss kiểm định"))
