@@ -55,6 +55,7 @@ notebooks: setup
 	$(EXECUTE) $(NB)
 	$(BIN)/python scripts/make_exercises.py
 	$(EXECUTE) exercises/*.ipynb
+	$(BIN)/python scripts/lesson_times.py --write
 	$(MAKE) images
 
 # exercises/ from solutions/ (never edit exercises/ by hand), then execute the exercise notebooks that changed.

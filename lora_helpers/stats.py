@@ -261,7 +261,7 @@ def compare_seeds(values_a, values_b, lower_is_better: bool = True) -> SeedCompa
     needed = None
     if low <= 0 <= high and difference != 0:
         var = (statistics.variance(values_a) + statistics.variance(values_b)) / 2
-        needed = next((k for k in range(3, 1001)
+        needed = next((k for k in range(max(len(values_a), len(values_b)) + 1, 1001)
                        if t.ppf(1 - ALPHA / 2, 2 * k - 2) * math.sqrt(2 * var / k) < abs(difference)), 1001)
     return SeedComparison(values_a, values_b, difference, low, high, lower_is_better, needed)
 
