@@ -16,8 +16,8 @@
   steps and rank for every variant); it returns a :class:`VariantRun` with the loss curve,
   validation loss, test verdicts (teacher forced, in fp32), seconds per step, peak memory and trainable parameters;
 * :func:`merge_parity`: does ``merge_and_unload`` of a copy give the same model (``lora_helpers.parity``)?
-* :func:`seed_spread`: the range of a measurement over seeds (what an exercise asks for; not a noise band:
-  comparisons go through ``lora_helpers.stats``).
+
+Comparisons between runs go through ``lora_helpers.stats`` (at least 3 seeds per variant: ``records/variant_seeds``).
 """
 
 from __future__ import annotations
@@ -316,14 +316,3 @@ def merge_parity(peft_model, tokenizer, dataset, max_new_tokens: int | None = No
     result = check_parity(peft_model, merged, tokenizer, dataset=dataset, max_new_tokens=max_new_tokens)
     del merged
     return result
-
-
-# --------------------------------------------------------------------------- noise
-def seed_spread(values) -> float:
-    """max - min of a measurement over runs that differ only by seed (a range: not a noise band to judge a
-    difference with; ``lora_helpers.stats.compare_seeds`` does that, from at least 3 seeds)."""
-    values = [float(v) for v in values]
-    if len(values) < 2:
-        raise CourseError("Cần ít nhất hai lần chạy (hai hạt giống) để đo độ dao động.",
-                          "Chạy LoRA thường với hai hạt giống, ví dụ SEEDS = (0, 1).")
-    return max(values) - min(values)

@@ -16,7 +16,6 @@ from lora_helpers.variants import (
     make_batches,
     mean_loss,
     merge_parity,
-    seed_spread,
     step_seconds,
     tokenize_rows,
     train_steps,
@@ -157,12 +156,6 @@ def test_train_variant_scores_the_test_rows_and_merges(tiny_model_factory, tiny_
     result = merge_parity(run.model, tiny_tokenizer, test, max_new_tokens=3)
     assert result.passed, result.details()
     assert hasattr(run.model, "peft_config")  # the adapter model itself is not merged
-
-
-def test_seed_spread():
-    assert seed_spread([0.5, 0.7, 0.6]) == pytest.approx(0.2)
-    with pytest.raises(CourseError, match="hai lần chạy"):
-        seed_spread([0.5])
 
 
 def test_step_seconds_times_every_model_interleaved_and_leaves_no_gradient(tiny_model_factory, tiny_tokenizer):
