@@ -7,7 +7,7 @@ recorded seed band. Each run is one JSON file, ``records/<sweep>/<key>.json``::
     {"sweep", "key", "config": {"task", "recipe"} or {"task", "variant_run"}, "config_hash", "results": {...},
      "provenance": {...}}
 
-Two kinds of run: an SFT run (``recipe``: ``training.train_lora_adapter`` with that recipe, lessons 2 and 5) and a
+Two kinds of run: an SFT run (``recipe``: ``training.train_lora_adapter`` with that recipe, lesson 2) and a
 variant run (``variant_run``: the settings of ``variants.train_variant``'s plain AdamW loop, lesson 6).
 
 ``config`` is what the code says the run is (:data:`SWEEPS`), ``config_hash`` its hash. When the code changes what a
