@@ -75,12 +75,13 @@ def score_answer(task: str, prediction: str, reference: str) -> bool:
 
 
 def task_metrics(task: str, predictions, references) -> dict:
-    """Accuracy over a list of predictions, plus the task's extra metrics (orders: the valid-JSON rate)."""
+    """Accuracy over a list of predictions, the verdict per row (``correct``, for paired comparisons) and the
+    task's extra metrics (orders: the valid-JSON rate)."""
     spec = get_task(task)
     predictions = list(predictions)
     n = len(references)
-    correct = sum(spec.score(p, r) for p, r in zip(predictions, references))
-    metrics = {"accuracy": correct / n if n else 0.0, "n": n}
+    correct = [bool(spec.score(p, r)) for p, r in zip(predictions, references)]
+    metrics = {"accuracy": sum(correct) / n if n else 0.0, "n": n, "correct": correct}
     metrics.update(spec.extra_metrics(predictions))
     return metrics
 
@@ -91,7 +92,8 @@ MAX_NEW_TOKENS = {name: spec.max_new_tokens for name, spec in TASKS.items()}
 
 def evaluate_task(model, tokenizer, dataset, task: str | None = None, max_new_tokens: int | None = None,
                   batch_size: int = 16, precision=None, progress: bool | None = None) -> dict:
-    """Generate greedily for every row of ``dataset`` and score it; returns metrics and predictions.
+    """Generate greedily for every row of ``dataset`` and score it; returns :func:`task_metrics` (``accuracy``,
+    ``n``, ``correct`` per row, the task's extra metrics) and ``predictions``.
 
     Runs under the precision profile of the model's device (``env.precision_profile``: bf16 autocast only where
     it is native and faster, else as loaded); pass ``precision=False`` to evaluate exactly as loaded (parity checks).
@@ -162,9 +164,14 @@ def teacher_forced_scores(model, tokenizer, dataset, batch_size: int = 16, preci
             for i, (p, g) in enumerate(chunk):  # right padding: every row's positions start at 0
                 ids[i, :len(p) + len(g)] = torch.tensor(p + g)
                 mask[i, :len(p) + len(g)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
+            # only the positions that predict a gold token go through the LM head (49,152 words: most of the
+            # cost); they all lie at or after the shortest prompt's last token
+            first = min(len(p) for p, _ in chunk) - 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           logits_to_keep=length - first).logits.float().cpu()
             for i, (p, g) in enumerate(chunk):
-                predicting = logits[i, len(p) - 1:len(p) - 1 + len(g)]  # position t predicts token t + 1
+                start_at = len(p) - 1 - first  # position t predicts token t + 1
+                predicting = logits[i, start_at:start_at + len(g)]
                 target = torch.tensor(g)
                 correct.append(bool(torch.equal(predicting.argmax(-1), target)))
                 logprobs.append(predicting.log_softmax(-1).gather(1, target[:, None]).sum().item())
@@ -184,8 +191,8 @@ def evaluate_task_fast(model, tokenizer, dataset, task: str | None = None, max_n
     task's metric, so a row the task accepts in another form (``don_hang``: JSON with other key order or spacing)
     is still counted right. On a well-trained model few rows are generated, which is where the time goes.
 
-    Returns ``evaluate_task``'s keys (``accuracy``, ``n``, the task's extra metrics, ``predictions``) plus
-    ``correct`` (per row), ``generated`` (the indices of the rows that were generated) and
+    Returns ``evaluate_task``'s keys (``accuracy``, ``n``, ``correct`` per row, the task's extra metrics,
+    ``predictions``) plus ``generated`` (the indices of the rows that were generated) and
     ``teacher_forced_correct`` (the teacher-forced verdict per row). ``tests/test_teacher_forcing.py`` checks that
     it agrees with :func:`evaluate_task`.
     """
@@ -205,7 +212,6 @@ def evaluate_task_fast(model, tokenizer, dataset, task: str | None = None, max_n
             predictions[i] = answer
     metrics = task_metrics(task, predictions, dataset["answer"])
     metrics["predictions"] = predictions
-    metrics["correct"] = [score_answer(task, p, r) for p, r in zip(predictions, dataset["answer"])]
     metrics["generated"] = generated
     metrics["teacher_forced_correct"] = forced["correct"]
     return metrics

@@ -129,7 +129,7 @@ def test_each_task_scores_its_answers():
     assert MAX_NEW_TOKENS == {"don_hang": 80, "ngay_thang": 16}
     assert {name: t.max_new_tokens for name, t in TASKS.items()} == MAX_NEW_TOKENS
     # the evaluation helpers delegate to the task
-    assert score_answer("don_hang", ref, ref) and task_metrics("ngay_thang", ["x"], ["x"]) == {"accuracy": 1.0, "n": 1}
+    assert score_answer("don_hang", ref, ref) and task_metrics("ngay_thang", ["x", "y"], ["x", "x"]) == {"accuracy": 0.5, "n": 2, "correct": [True, False]}
     with pytest.raises(CourseError, match="don_hang"):
         score_answer("khong_co", "a", "a")
     assert get_task("don_hang") is order
