@@ -113,3 +113,43 @@ def test_display_path_hides_machine_specific_prefix(tmp_path, monkeypatch):
     assert display_path(course_root() / "outputs" / "m") == "outputs/m"     # inside the course: relative
     monkeypatch.chdir(tmp_path)
     assert display_path(tmp_path / "a" / "b") == "a/b"                       # inside the current folder
+
+
+def test_estimate_callback_prints_the_whole_run_from_the_first_two_steps(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from lora_helpers import training
+
+    clock = iter([100.0, 107.0, 110.5])
+    monkeypatch.setattr("time.perf_counter", lambda: next(clock))
+    callback = training.estimate_callback("LoRA")
+    args = SimpleNamespace(eval_strategy="steps")
+    state = SimpleNamespace(global_step=0, max_steps=40, is_world_process_zero=True)
+    callback.on_step_begin(args, state, None)
+    state.global_step = 1
+    callback.on_step_end(args, state, None)
+    assert capsys.readouterr().out == ""              # waits for the second step
+    callback.on_step_begin(args, state, None)
+    state.global_step = 2
+    callback.on_step_end(args, state, None)
+    printed = capsys.readouterr().out               # 7.0 + 39 × 3.5 = 143.5 s
+    assert printed.startswith("LoRA: Bước đầu 7.0 s, bước thứ hai 3.5 s: cả 40 bước khoảng 2 phút trên máy này")
+    assert "chưa kể các lần đánh giá" in printed
+    state.global_step = 3                           # only once
+    callback.on_step_end(args, state, None)
+    assert capsys.readouterr().out == ""
+
+
+def test_estimate_callback_of_a_one_step_run(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from lora_helpers import training
+
+    clock = iter([0.0, 12.0])
+    monkeypatch.setattr("time.perf_counter", lambda: next(clock))
+    callback = training.estimate_callback()
+    args, state = SimpleNamespace(eval_strategy="no"), SimpleNamespace(global_step=0, max_steps=1, is_world_process_zero=True)
+    callback.on_step_begin(args, state, None)
+    state.global_step = 1
+    callback.on_step_end(args, state, None)
+    assert capsys.readouterr().out == "Bước đầu 12.0 s: cả 1 bước khoảng 12 s trên máy này\n"
