@@ -145,6 +145,21 @@ def test_completion_logps_sums_only_completion_tokens(tiny_model_factory):
     assert rejected.item() == pytest.approx(logp[1, 1, 8].item(), abs=1e-5)
 
 
+def test_completion_logps_with_completions_starting_at_different_places(tiny_model_factory):
+    """Only the positions from the earliest completion start go through the LM head: same sums as the full logits."""
+    model = tiny_model_factory()
+    ids = torch.tensor([[1, 5, 6, 7, 9, 3], [1, 5, 8, 4, 2, 0], [1, 2, 3, 4, 5, 6]])
+    completion = torch.tensor([[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 0], [0, 0, 0, 1, 1, 1]])
+    batch = {"input_ids": torch.cat([ids, ids.flip(0)]), "attention_mask": torch.cat([ids != 0, ids.flip(0) != 0]).long(),
+             "completion_mask": torch.cat([completion, completion.flip(0)])}
+    chosen, rejected = completion_logps(model, batch)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, -1)
+    token = logp[:, :-1].gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
+    full = (token * batch["completion_mask"][:, 1:]).sum(dim=1)
+    torch.testing.assert_close(torch.cat([chosen, rejected]), full, rtol=1e-5, atol=1e-5)
+
+
 def test_dpo_log_curves_reads_training_entries():
     log = [{"loss": 0.69, "rewards/margins": 0.0, "step": 1}, {"loss": 0.5, "rewards/margins": 0.3, "step": 2},
            {"eval_loss": 0.6, "step": 2}, {"train_runtime": 3.0, "step": 2}]
