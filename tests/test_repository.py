@@ -217,3 +217,20 @@ def test_the_header_duration_is_the_one_of_the_run_stored_below_it(path):
     assert wanted is not None, f"{path.name}: no recorded run; execute it with scripts/execute_notebooks.py"
     assert lesson_times.current_line(path) == wanted, (
         f"{path.name}: run `python scripts/lesson_times.py --write` (the header says another duration or machine)")
+
+
+TRAINER_CALLS = re.compile(r"\b(?:SFTTrainer|DPOTrainer)\(|\btrain_lora_adapter\(")
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
+def test_a_notebook_that_trains_with_trl_switches_the_compact_lm_head_on_first(path):
+    """TRL's fused LM head scores every position on CPU unless `compact_lm_head_on_cpu()` ran (half the step time):
+    a notebook that builds a TRL trainer calls it in a cell before the first one that does."""
+    sources = ["".join(c["source"]) for c in _cells(path)]
+    training = [i for i, s in enumerate(sources) if TRAINER_CALLS.search(s) and not s.lstrip().startswith("# EXERCISE")]
+    if not training:
+        pytest.skip("builds no TRL trainer")
+    switched = [i for i, s in enumerate(sources) if re.search(r"^compact_lm_head_on_cpu\(\)", s, re.M)]
+    assert switched and switched[0] < training[0], (
+        f"{path.name}: call `compact_lm_head_on_cpu()` (lora_helpers.env) in the set-up cell, before cell "
+        f"{training[0]} builds a trainer")
