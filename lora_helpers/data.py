@@ -12,6 +12,7 @@ measures generalisation, not memorisation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Callable
@@ -251,20 +252,33 @@ def _example_row(task: Task, prompt: str, answer: str) -> dict:
     }
 
 
+# Which split may hold a row is decided by its answer alone (a stable hash, :func:`split_of`): one answer in ten
+# belongs to the test split, one in ten to the validation split, the rest to training. Each split is then drawn
+# from its own random stream, so the splits are disjoint whatever their sizes, and a size is only a size: asking
+# for more or fewer test rows changes no training row, and ``n_test=20`` gives the first 20 rows of ``n_test=50``.
+SPLITS_VERSION = 2  # bump when the rows of a split change (records.py hashes it into every recorded run)
+_SPLIT_BUCKETS = {"test": range(0, 1), "validation": range(1, 2), "train": range(2, 10)}
+
+
+def split_of(answer: str) -> str:
+    """The split an answer belongs to: ``"test"``, ``"validation"`` or ``"train"`` (sha256 of the answer)."""
+    bucket = int.from_bytes(hashlib.sha256(answer.encode("utf-8")).digest()[:4], "big") % 10
+    return next(name for name, buckets in _SPLIT_BUCKETS.items() if bucket in buckets)
+
+
 def _draw_rows(spec: Task, rng: random.Random, n: int, templates, seen: set, *, pool: str = "seen",
-               by_answer: bool = False, hint: str) -> list[dict]:
-    """``n`` rows made with ``templates``, none repeating an entry of ``seen`` (updated): the example's facts
-    (its ``key``), or its answer when ``by_answer``."""
+               split: str | None = None, hint: str) -> list[dict]:
+    """``n`` rows made with ``templates``, none repeating an answer in ``seen`` (updated); with ``split``, only
+    rows whose answer belongs to that split."""
     rows, attempts = [], 0
     while len(rows) < n:
         attempts += 1
         if attempts > 200 * n:
             raise CourseError(f"Không sinh đủ {n} ví dụ khác nhau cho `{spec.name}`.", hint)
-        prompt, answer, key = spec.make(rng, rng.choice(templates), pool=pool)
-        mark = answer if by_answer else key
-        if mark in seen:
+        prompt, answer, _ = spec.make(rng, rng.choice(templates), pool=pool)
+        if answer in seen or (split is not None and split_of(answer) != split):
             continue
-        seen.add(mark)
+        seen.add(answer)
         rows.append(_example_row(spec, prompt, answer))
     return rows
 
@@ -273,38 +287,34 @@ def make_task_splits(task: str, n_train: int = RECIPE.n_train, n_val: int = RECI
                      seed: int = RECIPE.seed):
     """Seeded, disjoint train / validation / test splits of a course task as a ``DatasetDict``.
 
-    The default sizes and seed are the course recipe's (``lora_helpers.recipe.RECIPE``). The test
-    split is drawn first, so ``n_test`` changes the other splits: to score fewer test rows, keep
-    ``n_test`` and select rows (``splits["test"].select(range(k))``).
+    The default sizes and seed are the course recipe's (``lora_helpers.recipe.RECIPE``). Each split comes
+    from its own random stream and holds only answers that belong to it (:func:`split_of`), so the sizes are
+    independent: ``n_test=20`` gives the first 20 rows of ``n_test=50`` and the same training rows.
 
     Each row has ``messages`` (user prompt + assistant answer), ``answer`` and ``task``.
-    No two rows of different splits share the same underlying facts (name/item/qty/place,
+    No two rows of different splits share an answer (the answer holds the underlying facts: name/item/qty/place,
     or the date), and the test split uses sentence templates unseen in training.
     """
     from datasets import Dataset, DatasetDict
 
     spec = get_task(task)
     for label, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-        if not isinstance(n, int) or n < 1:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise CourseError(f"{label} phải là số nguyên dương, bạn đưa {n!r}.", "Ví dụ: n_train=400.")
-    rng = random.Random(f"{task}-{seed}")
-    seen: set = set()
-
-    def draw(n: int, templates) -> list[dict]:
-        return _draw_rows(spec, rng, n, templates, seen, hint="Giảm kích thước tập.")
-
-    test = draw(n_test, spec.test_templates)
-    val = draw(n_val, spec.train_templates)
-    train = draw(n_train, spec.train_templates)
-    return DatasetDict(
-        train=Dataset.from_list(train), validation=Dataset.from_list(val), test=Dataset.from_list(test)
-    )
+    splits = {}
+    for name, n, templates in (("train", n_train, spec.train_templates), ("validation", n_val, spec.train_templates),
+                               ("test", n_test, spec.test_templates)):
+        rng = random.Random(f"{task}-{seed}-{name}")
+        rows = _draw_rows(spec, rng, n, templates, set(), split=name, hint="Giảm kích thước tập.")
+        splits[name] = Dataset.from_list(rows)
+    return DatasetDict(splits)
 
 
 HOLD_OUT = ("both", "words", "shapes")
+N_UNSEEN = 50  # rows in each held-out set of make_unseen_split (its own size, not the test split's)
 
 
-def make_unseen_split(task: str, n: int = RECIPE.n_test, seed: int = RECIPE.seed, hold_out: str = "both"):
+def make_unseen_split(task: str, n: int = N_UNSEEN, seed: int = RECIPE.seed, hold_out: str = "both"):
     """A harder held-out set than the test split, with no answer that occurs in any split of
     :func:`make_task_splits`. Same row format as the splits. ``hold_out`` says what is new in it:
 
@@ -331,7 +341,7 @@ def make_unseen_split(task: str, n: int = RECIPE.n_test, seed: int = RECIPE.seed
     rng = random.Random(f"{task}-{seed}-unseen" + ("" if hold_out == "both" else f"-{hold_out}"))
     templates = spec.test_templates if hold_out == "words" else spec.unseen_templates
     pool = "seen" if hold_out == "shapes" else "unseen"
-    rows = _draw_rows(spec, rng, n, templates, taken, pool=pool, by_answer=True, hint="Giảm n.")
+    rows = _draw_rows(spec, rng, n, templates, taken, pool=pool, hint="Giảm n.")
     return Dataset.from_list(rows)
 
 

@@ -35,9 +35,9 @@ class Recipe:
     warmup_every: int = 10
     eval_steps: int | None = 10      # validation loss every N steps (None or 0: no evaluation during training)
     eval_batch_size: int = 16
-    max_length: int = 160            # tokens per training example
+    max_length: int = 192            # tokens per training example: every row of both tasks fits (longest 187)
     seed: int = 0                    # data, LoRA initialisation and batch order
-    # data (lora_helpers.data.make_task_splits); the test split has n_test rows, all of them are scored
+    # data (lora_helpers.data.make_task_splits): the size of each split (each drawn on its own); every test row is scored
     n_train: int = 400
     n_val: int = 40
     n_test: int = 50

@@ -58,9 +58,13 @@ class RunSpec:
         return dict(self.variant_run or ())
 
     def config(self) -> dict:
+        """What the run is: its task, its recipe or variant settings, and the version of the splits it drew
+        (``data.SPLITS_VERSION``), so a change of the data makes every record of it stale."""
+        from .data import SPLITS_VERSION
+
         if self.recipe is not None:
-            return {"task": self.task, "recipe": self.recipe.as_dict()}
-        return {"task": self.task, "variant_run": self.settings}
+            return {"task": self.task, "recipe": self.recipe.as_dict(), "splits_version": SPLITS_VERSION}
+        return {"task": self.task, "variant_run": self.settings, "splits_version": SPLITS_VERSION}
 
 
 def config_hash(config: dict) -> str:

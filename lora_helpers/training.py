@@ -188,8 +188,7 @@ def steps_to_reach(curve, threshold: float):
 class LoraRun:
     """What :func:`train_lora_adapter` set up and did. ``trainer`` holds the trained adapter model.
 
-    ``data`` has the whole splits; ``test_rows`` the first ``recipe.n_test`` test rows (the ones
-    scored). ``base_test`` is the test metric of the base model before training (when asked for),
+    ``data`` has the splits at the recipe's sizes; ``test_rows`` is the test split (every row is scored). ``base_test`` is the test metric of the base model before training (when asked for),
     ``test`` the one of the trained model (after :meth:`evaluate_test`).
     """
 
@@ -209,7 +208,7 @@ class LoraRun:
 
     @property
     def test_rows(self):
-        return self.data["test"].select(range(self.recipe.n_test))
+        return self.data["test"]
 
     @property
     def model(self):
@@ -280,6 +279,7 @@ class LoraRun:
             "train_seconds": round(self.train_seconds, 2),
             "world_size": world_size,
             "device": str(trainer.args.device),
+            "precision": precision_profile(self.device).compute,
             "distributed_type": str(trainer.accelerator.distributed_type).split(".")[-1],
             "effective_batch_size": recipe.batch_size * world_size * recipe.grad_accum,
             "test_metric": get_task(self.task).metric,
@@ -308,8 +308,8 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
        (default ``env.pick_device()``; creating it sets up ``torch.distributed`` under a launcher);
     2. the base model (``base_model``: a path or Hub id, default ``find_base_model()``; the main
        process finds it first) in ``env.pick_dtype(device)``, its tokenizer, the splits of
-       ``make_task_splits(task, recipe.n_train, recipe.n_val, seed=recipe.seed)`` (the test split at
-       its course size; the first ``recipe.n_test`` rows are scored);
+       ``make_task_splits(task, recipe.n_train, recipe.n_val, recipe.n_test, seed=recipe.seed)`` (every
+       test row is scored);
     3. with ``measure_base``, the base model's test metric (``LoraRun.base_test``);
     4. ``recipe.lora_config()`` checked against the model, ``SFTTrainer(..., peft_config=...)``, with
        the validation split as eval set when ``validate`` (loss every ``recipe.eval_steps`` steps and
@@ -333,12 +333,6 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
     from .models import find_base_model, load_tokenizer
 
     get_task(task)  # unknown name: Vietnamese error listing the valid ones
-    # The test split is always drawn at the course size (it is drawn first, so its size would change the
-    # other splits); recipe.n_test says how many of its rows are scored.
-    n_test_split = RECIPE.n_test
-    if not 1 <= recipe.n_test <= n_test_split:
-        raise CourseError(f"n_test phải nằm trong 1..{n_test_split} (kích thước tập kiểm tra), đang là {recipe.n_test}.",
-                          f"Dùng n_test={n_test_split}.")
     device = device or pick_device()
     dtype = pick_dtype(device)
     world_size_env = int(os.environ.get("WORLD_SIZE", "1"))
@@ -376,7 +370,7 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
     with config.main_process_first(desc="find the base model"):
         model_path = find_base_model(base_model, verbose=verbose)
     tokenizer = load_tokenizer(model_path)
-    data = make_task_splits(task, n_train=recipe.n_train, n_val=recipe.n_val, n_test=n_test_split, seed=recipe.seed)
+    data = make_task_splits(task, n_train=recipe.n_train, n_val=recipe.n_val, n_test=recipe.n_test, seed=recipe.seed)
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     run = LoraRun(task=task, recipe=recipe, model_path=model_path, device=device, dtype=dtype, tokenizer=tokenizer,
                   data=data)

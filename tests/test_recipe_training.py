@@ -42,10 +42,7 @@ def test_recipe_values():
 
 
 @pytest.mark.parametrize("task", [
-    pytest.param("don_hang", marks=pytest.mark.xfail(strict=True, reason=(
-        "known defect, issue 15: 61 of the 400 don_hang training rows are longer than RECIPE.max_length = 160 "
-        "(longest 187 tokens), so TRL cuts the end of their answers; the fix (max_length = 256) changes the "
-        "don_hang adapter and needs a rebuild and the re-execution of lessons 1, 3, 4. Remove this mark then."))),
+    "don_hang",
     "ngay_thang",
 ])
 def test_every_course_row_fits_the_recipe_max_length(task):

@@ -86,7 +86,7 @@ def test_helpers_checksum_and_arguments():
     assert script.target_modules_of(" q_proj, v_proj ") == ["q_proj", "v_proj"]
     with pytest.raises(CourseError):
         script.target_modules_of(" , ")
-    for bad in (["--max-steps", "0"], ["--batch-size", "-1"], ["--n-test", "51"], ["--dropout", "1.5"],
+    for bad in (["--max-steps", "0"], ["--batch-size", "-1"], ["--n-test", "0"], ["--dropout", "1.5"],
                 ["--task", "khong_co"], ["--eval-steps", "-1"]):
         with pytest.raises(CourseError):
             script.validate_args(script.parse_args(["--output-dir", "x", *bad]))
