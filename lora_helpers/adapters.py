@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from .errors import CourseError
+from .numbers import number
 
 DEMO_ADAPTERS = ("don_hang", "ngay_thang")
 
@@ -209,12 +210,12 @@ def directory_size(path) -> int:
 
 
 def human_size(n_bytes: float) -> str:
-    """Bytes as a short human string (KB/MB/GB, powers of 1024)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n_bytes < 1024 or unit == "TB":
-            return f"{n_bytes:.1f} {unit}" if unit != "B" else f"{int(n_bytes)} B"
-        n_bytes /= 1024
-    return f"{n_bytes:.1f} TB"
+    """Bytes as a short human string in the course's units (``lora_helpers.numbers``: 1 MB = 10⁶ bytes)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n_bytes < 1000 or unit == "TB":
+            return f"{number(n_bytes, 1)} {unit}" if unit != "B" else f"{int(n_bytes)} B"
+        n_bytes /= 1000
+    return f"{number(n_bytes, 1)} TB"
 
 
 def record_base_model(path, base_model: str) -> None:

@@ -74,3 +74,26 @@ class Recipe:
 
 
 RECIPE = Recipe()
+
+# What each setting means, in the learner's language: the help of scripts/train_lora.py's flags, which are made
+# from the recipe's fields (one flag per field, ``--max-steps`` for ``max_steps``); a test checks every field has one.
+FIELD_HELP = {
+    "r": "hạng (rank) r của LoRA",
+    "lora_alpha": "lora_alpha (hệ số tỉ lệ alpha/r)",
+    "lora_dropout": "lora_dropout, trong [0, 1)",
+    "target_modules": '"all-linear" hoặc danh sách tên lớp cách nhau bằng dấu phẩy, ví dụ q_proj,v_proj',
+    "learning_rate": "tốc độ học (learning rate)",
+    "max_steps": "số bước tối ưu",
+    "batch_size": "lô (batch) trên MỖI thiết bị/tiến trình",
+    "grad_accum": "số bước tích luỹ gradient",
+    "lr_scheduler_type": "lịch tốc độ học của transformers (constant_with_warmup, cosine, linear, ...)",
+    "warmup_steps_max": "số bước khởi động (warm-up) tối đa",
+    "warmup_every": "một bước khởi động cho mỗi chừng này bước huấn luyện",
+    "eval_steps": "đánh giá loss trên tập kiểm định mỗi N bước (0: chỉ đánh giá ở cuối)",
+    "eval_batch_size": "lô khi đánh giá",
+    "max_length": "số token tối đa của một ví dụ huấn luyện",
+    "seed": "hạt giống cho dữ liệu, khởi tạo LoRA và thứ tự lô",
+    "n_train": "số ví dụ huấn luyện",
+    "n_val": "số ví dụ kiểm định (validation)",
+    "n_test": "số câu của tập kiểm tra (mọi câu đều được chấm)",
+}

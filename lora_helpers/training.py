@@ -22,6 +22,7 @@ from pathlib import Path
 from .env import pick_device, pick_dtype, precision_profile, remove_autocast_wrapper
 from .errors import CourseError
 from .layers import linear_module_names
+from .numbers import duration
 from .recipe import RECIPE, Recipe
 
 
@@ -152,16 +153,11 @@ def estimate_callback(label: str = ""):
                 steps += f", bước thứ hai {second:.1f} s"
                 total += second * (state.max_steps - 1)
             print(f"{label + ': ' if label else ''}{steps[0].upper() + steps[1:]}: cả {state.max_steps} bước khoảng "
-                  f"{_spoken_duration(total)} trên máy này"
+                  f"{duration(total)} trên máy này"
                   + (" (chưa kể các lần đánh giá)" if args.eval_strategy != "no" else ""), flush=True)
             self.marks.append(None)  # printed: nothing more
 
     return _EarlyStepsEstimate()
-
-
-def _spoken_duration(seconds: float) -> str:
-    """Seconds as a learner reads them: "40 s", "3 phút"."""
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} phút"
 
 
 def loss_history(trainer_or_log) -> dict:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import nbformat
 
+from lora_helpers.numbers import duration
+
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "**Thời gian chạy:**"
 SOURCE = "<sup>nguồn: tổng thời gian các ô ghi trong notebook, cộng bằng `scripts/lesson_times.py`</sup>"
@@ -48,11 +50,6 @@ def recorded_seconds(path: Path) -> float | None:
 def run_info(path: Path) -> dict | None:
     """What ``scripts/execute_notebooks.py`` recorded about the run (machine, profile, threads, jobs), if anything."""
     return nbformat.read(str(path), as_version=4).metadata.get("lora_course", {}).get("run")
-
-
-def duration(seconds: float) -> str:
-    """Seconds as a learner reads them: "40 giây", "3 phút", "12 phút"."""
-    return f"{seconds:.0f} giây" if seconds < 90 else f"{seconds / 60:.0f} phút"
 
 
 def machine(info: dict) -> str:

@@ -38,6 +38,7 @@ from matplotlib.patches import FancyBboxPatch, Rectangle
 
 from lora_helpers.adapters import DEMO_ADAPTERS, human_size
 from lora_helpers.errors import CourseError
+from lora_helpers.numbers import MB, count, number
 from lora_helpers.params import lora_layer_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ def shown(path: Path) -> str:
 
 
 def fmt(n: int) -> str:
-    return f"{n:,}"
+    return count(n)
 
 
 def box(ax, x, y, w, h, face, edge, text="", size=FONT_SIZE, rounded=True, weight="normal", **text_kw):
@@ -495,7 +496,7 @@ def figure_lora_vs_full(out_dir: Path, data_path: Path) -> Path | None:
     runs = data["runs"]
     labels = list(runs)
     colors = [RUN_COLORS[i % len(RUN_COLORS)] for i in range(len(labels))]
-    mb = 1024 ** 2
+    mb = MB
     panels = [
         ("trainable_params", "tham số huấn luyện được", lambda v: v / 1e6, "triệu", lambda v: fmt(int(v))),
         ("peak_memory_bytes", "bộ nhớ đỉnh tăng thêm", lambda v: v / mb, "MB", lambda v: human_size(v)),
@@ -526,8 +527,8 @@ def figure_lora_vs_full(out_dir: Path, data_path: Path) -> Path | None:
               f"Số đo do bài học ghi ra:\n{data.get('source', '?')}\n\n"
               f"mô hình: {data.get('model', '?')}\nthiết bị: {data.get('device', '?')}\n"
               f"số bước huấn luyện: {data.get('max_steps', '?')}\n\n"
-              f"{second} so với {first}:\n  gấp {ratio:,.0f} lần tham số huấn luyện\n"
-              f"  gấp {size_ratio:,.0f} lần dung lượng lưu",
+              f"{second} so với {first}:\n  gấp {number(ratio)} lần tham số huấn luyện\n"
+              f"  gấp {number(size_ratio)} lần dung lượng lưu",
               transform=note.transAxes, ha="left", va="top", fontsize=10.5, linespacing=1.35)
     fig.suptitle("LoRA so với tinh chỉnh toàn bộ (full finetuning), số đo từ bài học", fontsize=13,
                  weight="bold")

@@ -27,6 +27,7 @@ See docs/multi_gpu.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,7 +38,7 @@ from pathlib import Path
 # Light imports only (no torch / transformers yet): a wrong argument is refused in a blink.
 from lora_helpers.data import TASKS, get_task
 from lora_helpers.errors import CourseError
-from lora_helpers.recipe import RECIPE
+from lora_helpers.recipe import FIELD_HELP, RECIPE, Recipe
 from lora_helpers.training import METRICS_FILE
 
 CHECKSUM_DIR = "rank_checksums"
@@ -57,6 +58,14 @@ def _targets_text(targets) -> str:
     return targets if isinstance(targets, str) else ",".join(targets)
 
 
+def flag_of(field: str) -> str:
+    """The command-line flag of a recipe field: ``max_steps`` -> ``--max-steps``."""
+    return "--" + field.replace("_", "-")
+
+
+SHORT_FLAGS = {"lora_alpha": ["--alpha"], "lora_dropout": ["--dropout"], "learning_rate": ["--lr"]}  # older names
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Huấn luyện một bộ điều hợp (adapter) LoRA trên tác vụ của khoá học, "
@@ -68,23 +77,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(mặc định: find_base_model(), tức SmolLM2-135M-Instruct)")
     parser.add_argument("--output-dir", required=True, help="thư mục lưu bộ điều hợp và metrics.json")
     parser.add_argument("--overwrite", action="store_true", help="cho phép ghi đè thư mục đã có dữ liệu")
-    parser.add_argument("--r", type=int, default=RECIPE.r, help="hạng (rank) r của LoRA")
-    parser.add_argument("--alpha", type=float, default=RECIPE.lora_alpha, help="lora_alpha (hệ số tỉ lệ alpha/r)")
-    parser.add_argument("--dropout", type=float, default=RECIPE.lora_dropout, help="lora_dropout")
-    parser.add_argument("--target-modules", default=_targets_text(RECIPE.target_modules),
-                        help='"all-linear" hoặc danh sách tên lớp cách nhau bằng dấu phẩy, ví dụ q_proj,v_proj')
-    parser.add_argument("--lr", type=float, default=RECIPE.learning_rate, help="tốc độ học (learning rate)")
-    parser.add_argument("--max-steps", type=int, default=RECIPE.max_steps, help="số bước tối ưu")
-    parser.add_argument("--batch-size", type=int, default=RECIPE.batch_size, help="batch trên MỖI thiết bị/tiến trình")
-    parser.add_argument("--grad-accum", type=int, default=RECIPE.grad_accum, help="số bước tích luỹ gradient")
-    parser.add_argument("--eval-steps", type=int, default=RECIPE.eval_steps,
-                        help="đánh giá loss trên tập kiểm định mỗi N bước (0: chỉ đánh giá ở cuối)")
-    parser.add_argument("--seed", type=int, default=RECIPE.seed,
-                        help="hạt giống cho dữ liệu, khởi tạo LoRA và thứ tự batch")
-    parser.add_argument("--n-train", type=int, default=RECIPE.n_train, help="số ví dụ huấn luyện")
-    parser.add_argument("--n-val", type=int, default=RECIPE.n_val, help="số ví dụ kiểm định (validation)")
-    parser.add_argument("--n-test", type=int, default=RECIPE.n_test,
-                        help="số câu của tập kiểm tra (mọi câu đều được chấm)")
+    # One flag per recipe field, made from the recipe itself (lora_helpers.recipe.FIELD_HELP): a new field gets a flag.
+    for field in dataclasses.fields(Recipe):
+        default = getattr(RECIPE, field.name)
+        names = [flag_of(field.name)] + SHORT_FLAGS.get(field.name, [])
+        if field.name == "target_modules":
+            parser.add_argument(*names, dest=field.name, default=_targets_text(default), help=FIELD_HELP[field.name])
+        else:
+            kind = int if field.name == "eval_steps" else type(default)
+            parser.add_argument(*names, dest=field.name, type=kind, default=0 if default is None else default,
+                                help=FIELD_HELP[field.name])
     parser.add_argument("--cpu", action="store_true", help="chạy trên CPU kể cả khi có GPU")
     parser.add_argument("--debug-rank-checksums", action="store_true",
                         help=f"mỗi tiến trình ghi mã băm trọng số LoRA của nó vào {CHECKSUM_DIR}/ (kiểm tra DDP)")
@@ -93,7 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def validate_args(args) -> None:
     """Cheap checks of the numbers, before anything heavy is imported or loaded."""
-    for name in ("max_steps", "batch_size", "grad_accum", "n_train", "n_val", "n_test"):
+    for name in ("r", "max_steps", "batch_size", "grad_accum", "eval_batch_size", "max_length", "n_train", "n_val",
+                 "n_test", "warmup_every"):
         value = getattr(args, name)
         if value < 1:
             flag = "--" + name.replace("_", "-")
@@ -101,8 +104,9 @@ def validate_args(args) -> None:
     get_task(args.task)  # unknown task: Vietnamese error listing the valid names
     if args.eval_steps < 0:
         raise CourseError(f"--eval-steps không được âm, bạn đưa {args.eval_steps}.", "Dùng 0 để chỉ đánh giá ở cuối.")
-    if not 0.0 <= args.dropout < 1.0:
-        raise CourseError(f"--dropout phải nằm trong [0, 1), bạn đưa {args.dropout}.", "Thường dùng 0.0 hoặc 0.05.")
+    if not 0.0 <= args.lora_dropout < 1.0:
+        raise CourseError(f"--lora-dropout phải nằm trong [0, 1), bạn đưa {args.lora_dropout}.",
+                          "Thường dùng 0.0 hoặc 0.05.")
 
 
 def check_output_dir(path: Path, overwrite: bool) -> None:
@@ -130,12 +134,10 @@ def target_modules_of(text: str):
 
 
 def recipe_of(args):
-    """The course recipe with the command line's settings."""
-    return RECIPE.replace(r=args.r, lora_alpha=args.alpha, lora_dropout=args.dropout,
-                          target_modules=target_modules_of(args.target_modules), learning_rate=args.lr,
-                          max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                          eval_steps=args.eval_steps, seed=args.seed, n_train=args.n_train, n_val=args.n_val,
-                          n_test=args.n_test)
+    """The course recipe with the command line's settings (every field of the recipe has its flag)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)}
+    values["target_modules"] = target_modules_of(args.target_modules)
+    return RECIPE.replace(**values)
 
 
 def lora_checksum(state_dict) -> str:

@@ -103,7 +103,7 @@ def test_loss_history_and_threshold():
 
 def test_human_size():
     assert human_size(512) == "512 B"
-    assert human_size(10 * 1024 * 1024) == "10.0 MB"
+    assert human_size(10 * 10**6) == "10.0 MB" and human_size(2 * 10**9) == "2.0 GB"  # 1 MB = 10⁶ bytes
 
 
 def test_display_path_hides_machine_specific_prefix(tmp_path, monkeypatch):
@@ -152,4 +152,4 @@ def test_estimate_callback_of_a_one_step_run(capsys, monkeypatch):
     callback.on_step_begin(args, state, None)
     state.global_step = 1
     callback.on_step_end(args, state, None)
-    assert capsys.readouterr().out == "Bước đầu 12.0 s: cả 1 bước khoảng 12 s trên máy này\n"
+    assert capsys.readouterr().out == "Bước đầu 12.0 s: cả 1 bước khoảng 12 giây trên máy này\n"

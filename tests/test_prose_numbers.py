@@ -69,7 +69,7 @@ _EXEMPT_NUMBERS = [
 _SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+")
 NUMBER = re.compile(
     r"(?<![\w.,])(?<!\w[-‑])"                       # not inside a name ("float32", "GPT-3") or another number
-    r"(?P<core>\d+(?:[.,]\d+)*)"                    # digits, thousands separators, decimal part
+    r"(?P<core>\d+(?:\u202f\d{3})*(?:[.,]\d+)*)"     # digits, thousands groups (narrow space or . ,), decimals
     r"(?:[eE](?P<exp>[-+−]?\d+)"                    # exponent: 2.0e-4
     r"|[·×x]10(?P<sup>[⁻⁺]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+)"          # or ·10⁻⁷
     r"|(?P<bare_sup>(?<=10)[⁻⁺]?[⁰¹²³⁴⁵⁶⁷⁸⁹]+))?"   # or 10⁻³
@@ -121,7 +121,7 @@ def _core_values(core: str) -> set[Decimal]:
 def number_keys(match: re.Match, versions: bool = False) -> frozenset:
     """Comparable keys of a ``NUMBER`` match: ("%" or "", normalised value); ``versions`` adds the prefixes of a
     dotted version (an output printing 5.23.0 shows 5 and 5.23)."""
-    core = match["core"]
+    core = match["core"].replace("\u202f", "")       # "2 442 240": the course's grouping (lora_helpers.numbers)
     exponent = 0
     if match["exp"]:
         exponent = int(match["exp"].replace("−", "-"))

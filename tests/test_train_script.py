@@ -98,6 +98,29 @@ def test_helpers_checksum_and_arguments():
     assert changed == RECIPE.replace(r=4, target_modules=("q_proj", "v_proj"), max_steps=7, n_test=5)
 
 
+def test_every_recipe_field_has_a_flag_that_reaches_the_recipe():
+    """The flags are made from the recipe: each field has one (with Vietnamese help), and a value given on the
+    command line is the value the recipe trains with."""
+    import dataclasses
+
+    from lora_helpers.recipe import FIELD_HELP, Recipe
+
+    fields = [f.name for f in dataclasses.fields(Recipe)]
+    assert sorted(FIELD_HELP) == sorted(fields)
+    changed = {"r": 2, "lora_alpha": 3, "lora_dropout": 0.25, "target_modules": ("k_proj",), "learning_rate": 5e-4,
+               "max_steps": 9, "batch_size": 3, "grad_accum": 2, "lr_scheduler_type": "cosine", "warmup_steps_max": 1,
+               "warmup_every": 4, "eval_steps": 3, "eval_batch_size": 5, "max_length": 99, "seed": 7, "n_train": 11,
+               "n_val": 6, "n_test": 4}
+    assert sorted(changed) == sorted(fields) and all(changed[k] != getattr(RECIPE, k) for k in fields)
+    argv = ["--output-dir", "x"]
+    for name, value in changed.items():
+        argv += [script.flag_of(name), ",".join(value) if isinstance(value, tuple) else str(value)]
+    assert script.recipe_of(script.parse_args(argv)) == Recipe(**changed)
+    # the older short names still work
+    assert script.recipe_of(script.parse_args(["--output-dir", "x", "--lr", "5e-4", "--alpha", "4"])) == \
+        RECIPE.replace(learning_rate=5e-4, lora_alpha=4)
+
+
 def test_helpers_warn_when_accelerate_cpu_starts_one_process(monkeypatch, capsys):
     for key in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "ACCELERATE_USE_CPU"):
         monkeypatch.delenv(key, raising=False)

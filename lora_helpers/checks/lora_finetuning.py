@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+from ..numbers import count as fmt_count
+from ..numbers import signed_count as fmt_signed
 from ..params import lora_layer_params
 from ._common import (
     CheckResult,
@@ -62,7 +64,7 @@ def check_lora_param_count(answer, model, config) -> CheckResult:
     r, alpha = config.r, config.lora_alpha
     truth = sum(lora_layer_params(r, d_in, d_out) for _, d_in, d_out in shapes)
     if value == truth:
-        return _ok(f"{truth:,} tham số huấn luyện được: r·(d_in + d_out) cộng trên {len(shapes)} lớp.")
+        return _ok(f"{fmt_count(truth)} tham số huấn luyện được: r·(d_in + d_out) cộng trên {len(shapes)} lớp.")
     n_blocks = getattr(model.config, "num_hidden_layers", 0) or 1
     hidden = getattr(model.config, "hidden_size", None)
     per_block = truth // n_blocks
@@ -95,10 +97,10 @@ def check_lora_param_count(answer, model, config) -> CheckResult:
     ]
     for slip_value, problem, hint in slips:
         if slip_value != truth and value == slip_value:
-            return _wrong(f"{value:,}: {problem}", hint)
+            return _wrong(f"{fmt_count(value)}: {problem}", hint)
     targets = sorted({n.split(".")[-1] for n, _, _ in shapes})
     return _wrong(
-        f"{value:,} chưa khớp (lệch {value - truth:+,}).",
+        f"{fmt_count(value)} chưa khớp (lệch {fmt_signed(value - truth)}).",
         f"Cộng r·(d_in + d_out) trên mọi lớp được gắn LoRA ({', '.join(targets)}), trong cả {n_blocks} khối; "
         "đọc d_in, d_out của từng lớp ở ô in kích thước.",
     )
@@ -173,7 +175,7 @@ def check_trained_lora(trainer, r: int, target_modules, steps: int) -> CheckResu
     if not trained:
         return _wrong("mọi ma trận B vẫn bằng 0: bộ điều hợp chưa học gì.", "Gọi `trainer_cua_ban.train()`.")
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return _ok(f"Đã huấn luyện {steps} bước một bộ điều hợp r={r} ({n:,} tham số huấn luyện được).")
+    return _ok(f"Đã huấn luyện {steps} bước một bộ điều hợp r={r} ({fmt_count(n)} tham số huấn luyện được).")
 
 
 @_never_raises
@@ -440,5 +442,5 @@ def check_lora_budget(answer, model, budget_bytes: int, required_modules, bytes_
             return _wrong(f"vẫn còn dư ngân sách: với cùng các lớp, r={larger[0]} vẫn vừa {budget_mb:g} MB.",
                           "Với một tập lớp đã chọn, lấy hạng lớn nhất còn vừa: hạng lớn hơn cho bộ điều hợp nhiều "
                           "khả năng biểu diễn hơn.")
-    return _ok(f"r={r} trên {sorted(adapted)}: {truth:,} tham số, {megabytes:.2f} MB trạng thái huấn luyện, "
+    return _ok(f"r={r} trên {sorted(adapted)}: {fmt_count(truth)} tham số, {megabytes:.2f} MB trạng thái huấn luyện, "
                f"vừa ngân sách {budget_mb:g} MB và là hạng lớn nhất vừa với các lớp này.")

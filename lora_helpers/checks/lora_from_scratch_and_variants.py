@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ..numbers import count as fmt_count
 from ._common import CheckResult, _decision, _field, _never_raises, _number, _ok, _plain, _todo, _wrong
 
 
@@ -198,11 +199,11 @@ def check_scratch_parity(answer, scratch_model, peft_model, tolerance: float = 1
     count = counts.pop()
     got = _field(answer, "tham_số")
     if _number(got) != count:
-        return _wrong(f"`tham_số` = {got!r}, nhưng cả hai mô hình có {count:,} tham số huấn luyện được.",
+        return _wrong(f"`tham_số` = {got!r}, nhưng cả hai mô hình có {fmt_count(count)} tham số huấn luyện được.",
                       "Đếm bằng `trainable_parameters(mô_hình)[0]` (hoặc tổng `p.numel()` của các p có `requires_grad`).")
     return _ok(f"LoRA tự viết của bạn khớp peft: logits trong ngưỡng {tolerance:g} (đo lại trên 16 token cố định), cùng "
                "số tham số huấn luyện được, và B ≠ 0 nên phép so có nghĩa.",
-               f"chênh lệch {own:.1e}, {count:,} tham số huấn luyện được, {len(ours)} lớp.")
+               f"chênh lệch {own:.1e}, {fmt_count(count)} tham số huấn luyện được, {len(ours)} lớp.")
 
 
 # --------------------------------------------------------------------------- decide and defend: three seeds each

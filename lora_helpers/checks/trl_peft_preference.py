@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..numbers import count as fmt_count
 from ._common import (
     CheckResult,
     _decision,
@@ -148,7 +149,7 @@ def check_dpo_trainer(trainer, r: int, target_modules, steps: int) -> CheckResul
         return _wrong("mọi ma trận B vẫn bằng 0: bộ điều hợp không học được gì.",
                       "Kiểm tra tốc độ học trong `CAU_HINH` và gọi `trainer.train()`.")
     n_lora = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
-    return _ok(f"DPO với PEFT: một mô hình, `ref_model` là None, {n_lora:,} tham số LoRA (r={r}, "
+    return _ok(f"DPO với PEFT: một mô hình, `ref_model` là None, {fmt_count(n_lora)} tham số LoRA (r={r}, "
                f"{', '.join(sorted(want))}), đã huấn luyện {done} bước.")
 
 
@@ -298,7 +299,7 @@ def check_dpo_numbers(margins, accuracy, loss, trainer, beta: float) -> CheckRes
         return _wrong(f"loss {value:.4f} không khớp −log σ(biên) trung bình = {loss_truth:.4f}.",
                       "`-torch.nn.functional.logsigmoid(bien).mean().item()` (không phải `1 - sigmoid`, và nhớ lấy log).")
     return _ok(f"biên, độ chính xác ưu tiên và loss DPO trên {truth.numel()} cặp kiểm định khớp với cách TRL tính "
-               "(lúc bắt đầu, loss là log 2 ≈ 0,693).",
+               "(lúc bắt đầu, loss là log 2 ≈ 0.693).",
                f"biên trung bình {truth.mean().item():.3f}, độ chính xác ưu tiên {acc_truth:.0%}, loss {loss_truth:.4f}.")
 
 
@@ -349,7 +350,7 @@ def check_dpo_decision(answer, trainer, beta: float, min_accuracy: float = 0.75)
     ready = truth["độ_chính_xác_ưu_tiên"] >= min_accuracy and truth["loss_dpo"] < math.log(2)
     if plain == _SHIP and not ready:
         return _wrong("chính số liệu của bạn phản bác lựa chọn này: độ chính xác ưu tiên hoặc loss chưa đạt ngưỡng giao.",
-                      f"Quy tắc: độ chính xác ưu tiên ≥ {min_accuracy:.0%} và loss < log 2 ≈ 0,693.")
+                      f"Quy tắc: độ chính xác ưu tiên ≥ {min_accuracy:.0%} và loss < log 2 ≈ 0.693.")
     if plain == _MORE and ready:
         return _wrong("số liệu của bạn đã đạt ngưỡng giao, mà bạn chọn huấn luyện thêm.",
                       "Theo quy tắc của nhóm thì đã giao được; huấn luyện thêm tốn thời gian và dễ quá khớp (overfitting) "
