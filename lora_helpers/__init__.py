@@ -5,6 +5,7 @@ worth learning (where the offline model lives, how to time a call, how to plot).
 """
 
 from .errors import CourseError
+from .lesson import start_lesson
 
-__all__ = ["CourseError"]
+__all__ = ["CourseError", "start_lesson"]
 __version__ = "0.1.0"

@@ -51,10 +51,10 @@ def check_request_adapters(model, adapter_names, mixed: bool = False) -> list[st
     if not loaded:
         what = "một mô hình đã hợp nhất (merge_and_unload) hoặc mô hình cơ sở thường"
         fix = ("Mô hình này không còn bộ điều hợp nào để chọn theo từng yêu cầu. Dùng mô hình PeftModel chưa hợp nhất "
-               "(PeftModel.from_pretrained + load_adapter) cho lô trộn; mô hình đã hợp nhất chỉ phục vụ đúng một "
+               "(PeftModel.from_pretrained + load_adapter) cho lô nhiều bộ điều hợp; mô hình đã hợp nhất chỉ phục vụ đúng một "
                "bộ điều hợp.")
         if mixed:
-            raise CourseError(f"Không thể sinh một lô trộn nhiều bộ điều hợp trên {what}.", fix)
+            raise CourseError(f"Không thể sinh một lô nhiều bộ điều hợp trên {what}.", fix)
         raise CourseError(f"Mô hình là {what}: không có bộ điều hợp nào được nạp.", fix)
     for i, name in enumerate(names):
         if not isinstance(name, str):
@@ -218,7 +218,7 @@ def serve_mixed(model, tokenizer, prompts, adapter_names, max_new_tokens: int) -
     :func:`check_request_adapters`; a merged model is refused)."""
     names = check_request_adapters(model, adapter_names, mixed=True)
     _check_prompts(prompts, names)
-    served = _serve_groups("(3) một lô trộn adapter_names", prompts, ["*"] * len(names),
+    served = _serve_groups("(3) một lô nhiều bộ điều hợp, adapter_names", prompts, ["*"] * len(names),
                            lambda _, group: generate_batch(model, tokenizer, group, max_new_tokens, names))
     return served
 

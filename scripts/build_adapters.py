@@ -27,6 +27,7 @@ from lora_helpers.evaluation import evaluate_task
 from lora_helpers.fingerprint import read_fingerprint_record
 from lora_helpers.models import HUB_ID
 from lora_helpers.recipe import RECIPE
+from lora_helpers.stats import accuracy
 from lora_helpers.training import read_metrics, train_lora_adapter, write_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,20 +62,20 @@ không bao giờ trên tập kiểm tra): {validation_by_step}.
 
 ## Kết quả đo trên tập kiểm tra (test set), {metric}
 
-| mô hình | độ chính xác |
-|---|---|
-| mô hình cơ sở | {before:.0%} |
-| cơ sở + bộ điều hợp này | {after:.0%} |
+| mô hình | độ chính xác | KTC 95% (Wilson), {n_test} câu |
+|---|---|---|
+| mô hình cơ sở | {before:.0%} | {before_ci} |
+| cơ sở + bộ điều hợp này | {after:.0%} | {after_ci} |
 
 ## Trên câu bộ điều hợp chưa từng thấy, {n_unseen} câu mỗi tập
 
 `make_unseen_split("{task}", hold_out=...)`: không đáp án nào trùng với các tập của `make_task_splits`.
 
-| tập | điều gì mới | mô hình cơ sở | cơ sở + bộ điều hợp này |
-|---|---|---|---|
-| `hold_out="words"` | chỉ từ ngữ ({unseen_words}), mẫu câu của tập test | {words_before:.0%} | {words_after:.0%} |
-| `hold_out="shapes"` | chỉ mẫu câu, từ ngữ của tập train | {shapes_before:.0%} | {shapes_after:.0%} |
-| `hold_out="both"` | cả mẫu câu lẫn từ ngữ | {both_before:.0%} | {both_after:.0%} |
+| tập | điều gì mới | mô hình cơ sở | cơ sở + bộ điều hợp này | KTC 95% của bộ điều hợp |
+|---|---|---|---|---|
+| `hold_out="words"` | chỉ từ ngữ ({unseen_words}), mẫu câu của tập test | {words_before:.0%} | {words_after:.0%} | {words_after_ci} |
+| `hold_out="shapes"` | chỉ mẫu câu, từ ngữ của tập train | {shapes_before:.0%} | {shapes_after:.0%} | {shapes_after_ci} |
+| `hold_out="both"` | cả mẫu câu lẫn từ ngữ | {both_before:.0%} | {both_after:.0%} | {both_after_ci} |
 
 {unseen_measured}
 
@@ -126,9 +127,18 @@ def card_text(metrics: dict, fingerprint: str, note: str = "") -> str:
                  unseen_measured=note, precision=metrics.get("precision", "fp32"),
                  validation_by_step=", ".join(f"bước {k}: {v:.0%}" for k, v in
                                               metrics.get("validation_accuracy_by_step", {}).items()) or "chưa đo")
+    facts["before_ci"] = interval(metrics["base_test_accuracy"], metrics["n_test"])
+    facts["after_ci"] = interval(metrics["test_accuracy"], metrics["n_test"])
     for hold_out, base_key, adapter_key in HELD_OUT_KEYS:
         facts[f"{hold_out}_before"], facts[f"{hold_out}_after"] = metrics[base_key], metrics[adapter_key]
+        facts[f"{hold_out}_after_ci"] = interval(metrics[adapter_key], metrics["n_unseen"])
     return CARD.format(**facts)
+
+
+def interval(rate: float, n: int) -> str:
+    """The Wilson 95% interval of a measured accuracy (``lora_helpers.stats.accuracy``), as "87–99%"."""
+    ci = accuracy(round(rate * n), n)
+    return f"{100 * ci.low:.0f}–{100 * ci.high:.0f}%"
 
 
 def held_out_summary(metrics: dict) -> str:

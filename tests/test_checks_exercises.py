@@ -168,15 +168,15 @@ def measured(tests, right_counts):
 def test_adapter_choice(real_tests):
     alone = measured(real_tests, {"don_hang": 3, "ngay_thang": 3})
     combined = measured(real_tests, {"don_hang": 0, "ngay_thang": 4})
-    numbers = {"don_hang": {"riêng": 0.75, "kết_hợp": 0.0}, "ngay_thang": {"riêng": 0.75, "kết_hợp": 1.0}}
+    numbers = {"don_hang": {"riêng": 0.75, "trộn": 0.0}, "ngay_thang": {"riêng": 0.75, "trộn": 1.0}}
     ok(check_adapter_choice({"lựa_chọn": "định tuyến", "số_liệu": numbers}, combined, alone, real_tests))
     ok(check_adapter_choice({"lua_chon": "dinh_tuyen", "so_lieu": numbers}, combined, alone, real_tests))
     todo(check_adapter_choice(None, combined, alone, real_tests))
-    wrong(check_adapter_choice({"lựa_chọn": "kết hợp", "số_liệu": numbers}, combined, alone, real_tests), "phản bác")
+    wrong(check_adapter_choice({"lựa_chọn": "trộn", "số_liệu": numbers}, combined, alone, real_tests), "phản bác")
     percent = copy.deepcopy(numbers)
     percent["ngay_thang"]["riêng"] = 75
     wrong(check_adapter_choice({"lựa_chọn": "định tuyến", "số_liệu": percent}, combined, alone, real_tests), "phần trăm")
-    swapped = {t: {"riêng": v["kết_hợp"], "kết_hợp": v["riêng"]} for t, v in numbers.items()}
+    swapped = {t: {"riêng": v["trộn"], "trộn": v["riêng"]} for t, v in numbers.items()}
     wrong(check_adapter_choice({"lựa_chọn": "định tuyến", "số_liệu": swapped}, combined, alone, real_tests), "đổi chỗ")
     made_up = copy.deepcopy(numbers)
     made_up["don_hang"]["riêng"] = 0.9
@@ -188,8 +188,8 @@ def test_adapter_choice(real_tests):
     wrong(check_adapter_choice({"lựa_chọn": "định tuyến"}, combined, alone, real_tests), "thiếu khoá")
     wrong(check_adapter_choice("định tuyến", combined, alone, real_tests), "dict")
     # when the combined adapter keeps both tasks, combining is defensible too
-    close = {t: {"riêng": 0.75, "kết_hợp": 0.75} for t in TASKS}
-    ok(check_adapter_choice({"lựa_chọn": "kết hợp", "số_liệu": close}, alone, alone, real_tests))
+    close = {t: {"riêng": 0.75, "trộn": 0.75} for t in TASKS}
+    ok(check_adapter_choice({"lựa_chọn": "trộn", "số_liệu": close}, alone, alone, real_tests))
 
 
 # --------------------------------------------------------------------------- lesson 2: SFTConfig from a brief

@@ -225,12 +225,45 @@ TRAINER_CALLS = re.compile(r"\b(?:SFTTrainer|DPOTrainer)\(|\btrain_lora_adapter\
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.name)
 def test_a_notebook_that_trains_with_trl_switches_the_compact_lm_head_on_first(path):
     """TRL's fused LM head scores every position on CPU unless `compact_lm_head_on_cpu()` ran (half the step time):
-    a notebook that builds a TRL trainer calls it in a cell before the first one that does."""
+    a notebook that builds a TRL trainer calls it, or `start_lesson()` that calls it, before the first one that does."""
     sources = ["".join(c["source"]) for c in _cells(path)]
     training = [i for i, s in enumerate(sources) if TRAINER_CALLS.search(s) and not s.lstrip().startswith("# EXERCISE")]
     if not training:
         pytest.skip("builds no TRL trainer")
-    switched = [i for i, s in enumerate(sources) if re.search(r"^compact_lm_head_on_cpu\(\)", s, re.M)]
+    switched = [i for i, s in enumerate(sources) if re.search(r"^(?:compact_lm_head_on_cpu\(\)|LESSON = start_lesson\()", s, re.M)]
     assert switched and switched[0] < training[0], (
-        f"{path.name}: call `compact_lm_head_on_cpu()` (lora_helpers.env) in the set-up cell, before cell "
+        f"{path.name}: call `start_lesson()` (lora_helpers) in the set-up cell, before cell "
         f"{training[0]} builds a trainer")
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_notebook_opens_with_one_call(path):
+    """The cell after the shared set-up cell is the lesson's opening call (`lora_helpers.start_lesson`): quieting,
+    seed, device, dtype, TRL's CPU LM head and the environment print in one place, the same everywhere."""
+    opener = "".join(_cells(path)[1]["source"])
+    assert re.search(r"^LESSON = start_lesson\(seed=\d+", opener, re.M), f"{path.name}: {opener[:200]!r}"
+    assert len([line for line in opener.splitlines() if line.strip()]) <= 8, opener
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_notebook_silences_a_whole_warning_category(path):
+    """Silencing every UserWarning (or FutureWarning) hides what a learner must see; `start_lesson` silences only
+    the named messages of `lora_helpers.lesson.NOISY_WARNINGS`."""
+    for i, source in enumerate("".join(c["source"]) for c in _cells(path)):
+        for call in re.findall(r"(?:filterwarnings|simplefilter)\(\s*[\"']ignore[\"'][^)]*\)", source):
+            assert "message=" in call, f"{path.name} cell {i}: {call}"
+
+
+def test_the_opener_silences_only_named_messages():
+    import warnings
+
+    from lora_helpers.lesson import NOISY_WARNINGS, quiet_libraries
+
+    assert all(message and why for _category, message, why in NOISY_WARNINGS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_libraries()
+        warnings.warn("Could not find a config file in /x - will assume that the vocabulary was not modified.", stacklevel=1)
+        warnings.warn("a new message the learner should read", UserWarning, stacklevel=1)
+        warnings.warn("a deprecation", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a new message the learner should read", "a deprecation"]

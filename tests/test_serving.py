@@ -70,7 +70,7 @@ def test_mixed_batch_on_a_merged_model_is_refused_before_generating(model, tiny_
     merged = copy.deepcopy(model).merge_and_unload()
     calls = []
     monkeypatch.setattr(merged, "generate", lambda *a, **k: calls.append(1))
-    with pytest.raises(CourseError, match="Không thể sinh một lô trộn") as exc:
+    with pytest.raises(CourseError, match="Không thể sinh một lô nhiều bộ điều hợp") as exc:
         serve_mixed(merged, tiny_tokenizer, PROMPTS, NAMES, N_NEW)
     assert "PeftModel chưa hợp nhất" in str(exc.value) and not calls
     with pytest.raises(CourseError, match="chưa được nạp"):

@@ -318,7 +318,7 @@ def check_weighted_adapter(model, adapter_name: str, sources, weights, rtol: flo
         r = model.peft_config[adapter_name].r
         return _wrong(
             f"ΔW của `{adapter_name}` khác tổng {' + '.join(f'{w}·ΔW({s})' for s, w in zip(sources, weights))} "
-            f"(sai số tương đối lớn nhất {worst:.2g}; hạng của bộ kết hợp r={r}).",
+            f"(sai số tương đối lớn nhất {worst:.2g}; hạng của bộ trộn r={r}).",
             "Kiểm tra lại trọng số (weights). combination_type=\"svd\" (mặc định) và \"linear\" chỉ xấp xỉ tổng; "
             "\"cat\" ghép A và B nên cho đúng tổng, với hạng bằng tổng các hạng.",
         )
@@ -509,9 +509,9 @@ _ROUTING, _COMBINED = "dinh tuyen", "ket hop"
 def check_adapter_choice(answer, combined, alone, test_sets, max_drop: float = 0.1) -> CheckResult:
     """Decide and defend: route between the two adapters, or ship the combined one? Numbers recomputed.
 
-    ``answer`` = ``{"lựa_chọn": "định tuyến" | "kết hợp", "số_liệu": {task: {"riêng": acc, "kết_hợp": acc}}}``;
+    ``answer`` = ``{"lựa_chọn": "định tuyến" | "trộn", "số_liệu": {task: {"riêng": acc, "trộn": acc}}}``;
     ``combined`` and ``alone`` map task -> ``evaluate_task`` results (combined adapter; each task's own
-    adapter), whose accuracies are recomputed here from their predictions. "kết hợp" is defensible only
+    adapter), whose accuracies are recomputed here from their predictions. "trộn" is defensible only
     when it loses at most ``max_drop`` accuracy on every task. Rejects: a number that is not the
     run's (made up, rounded to a percentage, the two columns swapped), a missing task, and a choice
     the cited numbers contradict.
@@ -526,16 +526,16 @@ def check_adapter_choice(answer, combined, alone, test_sets, max_drop: float = 0
         return _wrong("chưa có kết quả đo để đối chiếu.", "Chạy các ô đo `ket_qua` và `rieng` phía trên trước.")
     plain = _plain(choice)
     if plain not in (_ROUTING, _COMBINED):
-        return _wrong(f"`lựa_chọn` = {choice!r}; chọn một trong \"định tuyến\" hoặc \"kết hợp\".",
+        return _wrong(f"`lựa_chọn` = {choice!r}; chọn một trong \"định tuyến\" hoặc \"trộn\".",
                       "Viết đúng một trong hai lựa chọn.")
     truth = {}
     for task, dataset in test_sets.items():
         truth[task] = {key: task_metrics(task, results[task]["predictions"], dataset["answer"])["accuracy"]
-                       for key, results in (("riêng", alone), ("kết_hợp", combined))}
+                       for key, results in (("riêng", alone), ("trộn", combined))}
     for task, want in truth.items():
         cited = _field(numbers, task)
         if not isinstance(cited, dict):
-            return _wrong(f"`số_liệu` thiếu tác vụ `{task}` (cần dict {{\"riêng\": ..., \"kết_hợp\": ...}}).",
+            return _wrong(f"`số_liệu` thiếu tác vụ `{task}` (cần dict {{\"riêng\": ..., \"trộn\": ...}}).",
                           "Mỗi tác vụ một dict với hai độ chính xác.")
         for key, value in want.items():
             got = _number(_field(cited, key))
@@ -543,22 +543,22 @@ def check_adapter_choice(answer, combined, alone, test_sets, max_drop: float = 0
                 return _wrong(f"`số_liệu['{task}']` thiếu con số `{key}`.", "Ghi độ chính xác (tỉ lệ 0–1) của cả hai cột.")
             if _same_number(got, value, rel=0, abs_=1e-6):
                 continue
-            other = "kết_hợp" if key == "riêng" else "riêng"
+            other = "trộn" if key == "riêng" else "riêng"
             if _same_number(got, 100 * value, rel=0, abs_=1e-4):
                 hint = "Độ chính xác là tỉ lệ 0–1, không phải phần trăm."
             elif _same_number(got, want[other], rel=0, abs_=1e-6):
-                hint = "Hai cột bị đổi chỗ: `riêng` là bộ của chính tác vụ, `kết_hợp` là bộ ket_hop."
+                hint = "Hai cột bị đổi chỗ: `riêng` là bộ của chính tác vụ, `trộn` là bộ ket_hop."
             else:
                 hint = "Chép con số từ kết quả đo (`ket_qua[task]['accuracy']`, `rieng[task]['accuracy']`), đừng gõ tay."
             return _wrong(f"`số_liệu['{task}']['{key}']` = {got:g} không phải con số của lần chạy này.", hint)
-    drops = {task: want["riêng"] - want["kết_hợp"] for task, want in truth.items()}
+    drops = {task: want["riêng"] - want["trộn"] for task, want in truth.items()}
     worst = max(drops, key=drops.get)
     if plain == _COMBINED and drops[worst] > max_drop:
-        return _wrong(f"chính số liệu của bạn phản bác lựa chọn này: trên `{worst}`, bộ kết hợp kém bộ riêng "
+        return _wrong(f"chính số liệu của bạn phản bác lựa chọn này: trên `{worst}`, bộ trộn kém bộ riêng "
                       f"{drops[worst]:.0%} (quá {max_drop:.0%}).",
                       "Một hệ thống phải giữ được chất lượng ở MỌI tác vụ; đọc lại hai cột của từng tác vụ.")
-    reason = (f"bộ kết hợp mất tới {drops[worst]:.0%} trên `{worst}`" if plain == _ROUTING and drops[worst] > max_drop
+    reason = (f"bộ trộn mất tới {drops[worst]:.0%} trên `{worst}`" if plain == _ROUTING and drops[worst] > max_drop
               else "hai cách gần nhau trên mọi tác vụ")
     return _ok("Lựa chọn của bạn đứng vững với số liệu của bạn, đã đối chiếu với các câu trả lời đã đo.",
-               f"bạn chọn «{choice}»: {reason}; " + ", ".join(f"{t}: riêng {v['riêng']:.0%}, kết hợp {v['kết_hợp']:.0%}"
+               f"bạn chọn «{choice}»: {reason}; " + ", ".join(f"{t}: riêng {v['riêng']:.0%}, trộn {v['trộn']:.0%}"
                                           for t, v in truth.items()) + ".")

@@ -62,7 +62,7 @@ def check_manual_routes(routes) -> CheckResult:
         if name not in ROUTE_NAMES:
             hint = f"Dùng đúng một trong: {', '.join(ROUTE_NAMES)}."
             if isinstance(name, str) and "base" in name.lower():
-                hint = "Mô hình cơ sở trong lô trộn của peft tên là \"__base__\" (hai dấu gạch dưới mỗi bên)."
+                hint = "Mô hình cơ sở trong lô nhiều bộ điều hợp của peft tên là \"__base__\" (hai dấu gạch dưới mỗi bên)."
             return _wrong(f"tên thứ {i} là {name!r}, không phải tên nào máy chủ đã nạp.", hint)
     expected = [task for _, task in rows]
     if len(set(routes)) == 1:
@@ -70,7 +70,7 @@ def check_manual_routes(routes) -> CheckResult:
                       "Đọc từng yêu cầu: đơn hàng (có số phần, món, nơi giao), ngày tháng (có năm), hay câu trò chuyện.")
     wrong = [i for i, (got, want) in enumerate(zip(routes, expected)) if got != want]
     if not wrong:
-        return _ok(f"Cả {len(rows)} yêu cầu được gửi đúng chỗ: đây chính là danh sách `adapter_names` cho một lô trộn.")
+        return _ok(f"Cả {len(rows)} yêu cầu được gửi đúng chỗ: đây chính là danh sách `adapter_names` cho một lô nhiều bộ điều hợp.")
     swapped = {"don_hang": "ngay_thang", "ngay_thang": "don_hang"}
     if all(routes[i] == swapped.get(expected[i]) for i in wrong):
         return _wrong(f"{len(wrong)} yêu cầu bị gửi nhầm sang tác vụ kia (ví dụ yêu cầu {wrong[0]}).",
@@ -164,7 +164,7 @@ def check_mixed_batch(mixed_answers, separate_answers, identical, model, tokeniz
     if [bool(x) for x in identical] != expected:
         return _wrong("`giong_het` không khớp với việc so từng cặp câu trả lời của bạn.",
                       "Tính nó từ hai danh sách, đừng viết tay.")
-    return _ok(f"Lô trộn trả lời giống hệt từng bộ điều hợp riêng ở cả {len(prompts)} yêu cầu "
+    return _ok(f"Lô nhiều bộ điều hợp trả lời giống hệt từng bộ điều hợp riêng ở cả {len(prompts)} yêu cầu "
                "(ô kiểm tra đã sinh lại bằng set_adapter theo nhóm để so).")
 
 

@@ -1,0 +1,76 @@
+"""A lesson's opening call: :func:`start_lesson` does what every notebook's second cell used to spell out.
+
+One call, the same in every lesson, solution and exercise notebook:
+
+* quiet the libraries (transformers' and datasets' progress bars and info logs) and silence only the **named**
+  messages of :data:`NOISY_WARNINGS`, each with the reason it adds nothing for a learner; every other warning
+  still shows (never all ``UserWarning``: a learner must see what is new);
+* seed Python, NumPy and torch (``env.seed_everything``);
+* pick the device and the dtype to load weights in (``env.pick_device``, ``env.pick_dtype``), and the precision
+  profile of training (``env.precision_profile``);
+* on CPU, let TRL project only the answer positions through the LM head (``env.compact_lm_head_on_cpu``);
+* print the environment (``env.print_environment``), the first thing to paste into a bug report.
+
+It returns a :class:`Lesson` with what the lesson uses: ``device``, ``dtype``, ``precision`` and the start time.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+# (category, start of the message, why a learner does not need it). Matched at the start of the message.
+NOISY_WARNINGS = (
+    (Warning, "IProgress not found", "tqdm in a Jupyter kernel without ipywidgets: only the progress bar's look"),
+    (UserWarning, "Could not find a config file in",
+     "peft, saving an adapter offline: it cannot ask the Hub whether the vocabulary changed (it did not)"),
+)
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """What :func:`start_lesson` set up."""
+
+    device: str
+    dtype: object
+    precision: object
+    started: float  # time.perf_counter() at the start of the lesson
+
+    def elapsed(self) -> float:
+        """Seconds since :func:`start_lesson`."""
+        return time.perf_counter() - self.started
+
+
+def quiet_libraries() -> None:
+    """Progress bars and info logs of transformers and datasets off; the :data:`NOISY_WARNINGS` silenced."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    for category, message, _why in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def start_lesson(seed: int = 0, dtype=None, show: bool = True) -> Lesson:
+    """Open a lesson: quiet the libraries, seed, pick device and dtype, switch TRL's CPU LM head, print the
+    environment. ``dtype``: the dtype to load weights in (``torch.float32`` or ``"float32"`` for a lesson that
+    compares logits); default ``env.pick_dtype(device)``. ``show=False`` prints nothing (solutions, exercises)."""
+    import torch
+
+    from .env import compact_lm_head_on_cpu, pick_device, pick_dtype, precision_profile, print_environment, seed_everything
+
+    started = time.perf_counter()
+    quiet_libraries()
+    seed_everything(seed)
+    device = pick_device()
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = pick_dtype(device) if dtype is None else dtype
+    if device == "cpu":
+        compact_lm_head_on_cpu()
+    if show:
+        print_environment()
+    return Lesson(device=device, dtype=dtype, precision=precision_profile(device), started=started)
