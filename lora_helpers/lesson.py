@@ -64,7 +64,14 @@ def start_lesson(seed: int = 0, dtype=None, show: bool = True) -> Lesson:
     compares logits); default ``env.pick_dtype(device)``. ``show=False`` prints nothing (solutions, exercises)."""
     import torch
 
-    from .env import compact_lm_head_on_cpu, pick_device, pick_dtype, precision_profile, print_environment, seed_everything
+    from .env import (
+        compact_lm_head_on_cpu,
+        pick_device,
+        pick_dtype,
+        precision_profile,
+        print_environment,
+        seed_everything,
+    )
 
     started = time.perf_counter()
     quiet_libraries()

@@ -32,7 +32,7 @@ from lora_helpers.training import METRICS_FILE, read_metrics, sft_config, write_
 def test_recipe_values():
     assert (RECIPE.r, RECIPE.lora_alpha, RECIPE.lora_dropout, RECIPE.target_modules) == (8, 16, 0.0, "all-linear")
     assert (RECIPE.learning_rate, RECIPE.max_steps, RECIPE.batch_size, RECIPE.grad_accum) == (1e-3, 60, 8, 1)
-    assert (RECIPE.n_train, RECIPE.n_val, RECIPE.n_test, RECIPE.max_length, RECIPE.seed) == (400, 40, 50, 160, 0)
+    assert (RECIPE.n_train, RECIPE.n_val, RECIPE.n_test, RECIPE.max_length, RECIPE.seed) == (400, 40, 50, 192, 0)
     assert RECIPE.lr_scheduler_type == "constant_with_warmup" and RECIPE.warmup_steps() == 5
     assert [RECIPE.warmup_steps(n) for n in (2, 10, 30, 60, 1000)] == [0, 1, 3, 5, 5]
     with pytest.raises(AttributeError):
@@ -82,7 +82,9 @@ def test_demo_adapters_were_built_with_the_recipe(task):
         assert f"| {metrics[base_key]:.0%} | {metrics[adapter_key]:.0%} |" in card, hold_out
     assert f"| {RECIPE.max_steps} / {RECIPE.learning_rate} / {RECIPE.batch_size} |" in card
     assert f"| {RECIPE.r} / {RECIPE.lora_alpha} / {RECIPE.lora_dropout} |" in card
-    assert f"{RECIPE.n_train} train, {RECIPE.n_test} test" in card
+    assert f"{RECIPE.n_train} train, {RECIPE.n_val} validation, {RECIPE.n_test} test" in card
+    # the steps are looked at on the validation split, and the card says so
+    assert metrics["validation_accuracy_by_step"] and f"{RECIPE.n_val} câu của tập kiểm định" in card
 
 
 def linear_names_of_smollm2():
@@ -99,7 +101,7 @@ def test_recipe_lora_config_and_sft_config():
     args = sft_config("unused", device="cpu")
     assert (args.max_steps, args.learning_rate, args.per_device_train_batch_size) == (60, 1e-3, 8)
     assert (args.per_device_eval_batch_size, args.gradient_accumulation_steps, args.warmup_steps) == (16, 1, 5)
-    assert (args.eval_steps, args.seed, args.data_seed, args.max_length) == (10, 0, 0, 160)
+    assert (args.eval_steps, args.seed, args.data_seed, args.max_length) == (10, 0, 0, 192)
     assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "constant_with_warmup"
     # bf16 follows the precision profile of this CPU (on both kinds: tests/test_mixed_precision.py mocks them)
     assert args.use_cpu and args.bf16 == precision_profile("cpu").bf16 and not args.fp16
@@ -179,14 +181,15 @@ def test_build_adapters_trains_with_the_shared_function(tiny_base_dir, tmp_path,
     metrics = read_metrics(target)
     assert metrics["task"] == "ngay_thang" and metrics["steps"] == 2 and metrics["n_test"] == 3
     assert metrics["world_size"] == 1 and metrics["device"].startswith("cpu")
-    assert metrics["eval_loss"] is None  # no validation split during the build
+    assert metrics["eval_loss"] > 0  # the validation loss at the end
+    assert list(metrics["validation_accuracy_by_step"]) == ["2"]  # every CHECKPOINT_EVERY steps and at the end
     assert metrics == built  # what was measured is what was written
     assert all(key in metrics for _, *keys in build_adapters.HELD_OUT_KEYS for key in keys)
     assert metrics["settings"] == {**recipe.as_dict(), "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct"}
     config = json.loads((target / "adapter_config.json").read_text(encoding="utf-8"))
     assert (config["r"], config["lora_alpha"]) == (2, 4)
     card = (target / "README.md").read_text(encoding="utf-8")
-    assert "| 2 / 0.001 / 2 |" in card and "4 train, 3 test" in card
+    assert "| 2 / 0.001 / 2 |" in card and "4 train, 2 validation, 3 test" in card
     fingerprint = read_fingerprint_record(target)["fingerprint"]  # the tiny base it was trained on
     assert card.count(f"`{fingerprint}`") == 2
     from transformers import AutoModelForCausalLM
@@ -221,15 +224,16 @@ def test_train_lora_adapter_with_validation(tiny_base_dir):
     assert seen == [0]  # called once, before the first step
     evals = [e["step"] for e in run.trainer.state.log_history if "eval_loss" in e]
     assert evals == [2, 3]  # every eval_steps, and once more at the end
-    assert run.base_test is None and len(run.test_rows) == 2 and len(run.data["test"]) == RECIPE.n_test
+    assert run.base_test is None and len(run.test_rows) == 2 == len(run.data["test"])  # n_test: the size of the split
+    assert run.data["test"]["messages"] == make_task_splits("ngay_thang")["test"]["messages"][:2]  # its first rows
     assert run.data["train"]["messages"] == make_task_splits("ngay_thang", n_train=6, n_val=2)["train"]["messages"]
     test = run.evaluate_test()
     metrics = run.metrics(base_model="tiny")
     assert metrics["test_accuracy"] == test["accuracy"] and metrics["n_test"] == 2
     assert metrics["effective_batch_size"] == 2 and metrics["settings"]["base_model"] == "tiny"
     assert torch.isfinite(torch.tensor(metrics["eval_loss"]))
-    with pytest.raises(CourseError, match="n_test"):
-        train_lora_adapter("ngay_thang", recipe.replace(n_test=RECIPE.n_test + 1), device="cpu", verbose=False)
+    with pytest.raises(CourseError, match="n_test"):  # a size is a size: any positive number, nothing else
+        train_lora_adapter("ngay_thang", recipe.replace(n_test=0), device="cpu", verbose=False)
 
 
 # Where each recipe field goes: the SFTConfig field it must reach (with the value it must take), or the other

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from lora_helpers import CourseError, records
+from lora_helpers.data import SPLITS_VERSION
 from lora_helpers.recipe import RECIPE
 
 
@@ -41,7 +42,8 @@ def test_a_sweep_is_recorded_once_with_its_provenance_then_skipped(tiny_sweep, c
     recorded = records.read_records("tiny", root)
     assert sorted(recorded) == ["seed0", "seed1"]
     first = recorded["seed0"]
-    assert first["config"] == {"task": "ngay_thang", "recipe": recipe.replace(seed=0).as_dict()}
+    assert first["config"] == {"task": "ngay_thang", "recipe": recipe.replace(seed=0).as_dict(),
+                               "splits_version": SPLITS_VERSION}
     assert first["config_hash"] == records.config_hash(first["config"])
     assert first["results"]["n_test"] == 3 and first["results"]["steps"] == 2
     assert len(first["results"]["test_correct"]) == 3 and first["results"]["eval_loss"] > 0

@@ -502,7 +502,7 @@ def check_reload_parity(result, saved_dir, reloaded, reference, adapter_name: st
                f"kiểm tra: «{result.verdict()}».")
 
 
-_ROUTING, _COMBINED = "dinh tuyen", "ket hop"
+_ROUTING, _COMBINED = "dinh tuyen", "tron"
 
 
 @_never_raises
