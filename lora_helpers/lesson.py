@@ -47,15 +47,16 @@ class Lesson:
 
 
 def quiet_libraries() -> None:
-    """Progress bars and info logs of transformers and datasets off; the :data:`NOISY_WARNINGS` silenced."""
+    """Progress bars and info logs of transformers and datasets off; the :data:`NOISY_WARNINGS` silenced (before
+    the libraries are imported: tqdm warns at import time)."""
+    for category, message, _why in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     import datasets
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    for category, message, _why in NOISY_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 def start_lesson(seed: int = 0, dtype=None, show: bool = True) -> Lesson:
