@@ -118,8 +118,7 @@ def _order_example(rng: random.Random, template: str, pool: str = "seen"):
         {"ten": fields["name"], "mon": fields["item"], "so_luong": fields["qty"], "dia_chi": fields["place"]},
         ensure_ascii=False,
     )
-    key = (fields["name"], fields["item"], fields["qty"], fields["place"])
-    return _ORDER_INSTRUCTION.format(sentence=sentence), answer, key
+    return _ORDER_INSTRUCTION.format(sentence=sentence), answer
 
 
 # --------------------------------------------------------------------------- date -> ISO
@@ -159,7 +158,7 @@ def _date_example(rng: random.Random, template: str, pool: str = "seen"):
         event=event, event_l=event[0].lower() + event[1:], d=d, m=m, y=y, dd=f"{d:02d}", mm=f"{m:02d}"
     )
     answer = f"{y:04d}-{m:02d}-{d:02d}"
-    return _DATE_INSTRUCTION.format(sentence=sentence), answer, (y, m, d)
+    return _DATE_INSTRUCTION.format(sentence=sentence), answer
 
 
 # --------------------------------------------------------------------------- scoring
@@ -196,9 +195,9 @@ def _no_extra_metrics(predictions) -> dict:
 class Task:
     """A course task: how to make an example, how to score an answer, how long an answer may be.
 
-    * ``make(rng, template, pool="seen")`` -> ``(prompt, answer, key)``; ``key`` identifies the underlying
-      facts (no two rows of different splits share one); ``pool="unseen"`` draws names, dishes, places or
-      events that no split of ``make_task_splits`` uses;
+    * ``make(rng, template, pool="seen")`` -> ``(prompt, answer)``; the answer holds the underlying facts, so no
+      two rows of different splits share one (:func:`split_of`); ``pool="unseen"`` draws names, dishes, places
+      or events that no split of ``make_task_splits`` uses;
     * ``score(prediction, reference)`` -> True when the prediction is right;
     * ``extra_metrics(predictions)`` -> metrics beside the accuracy (orders: the valid-JSON rate);
     * ``max_new_tokens``: generation length with room for the longest right answer, plus some;
@@ -275,7 +274,7 @@ def _draw_rows(spec: Task, rng: random.Random, n: int, templates, seen: set, *, 
         attempts += 1
         if attempts > 200 * n:
             raise CourseError(f"Không sinh đủ {n} ví dụ khác nhau cho `{spec.name}`.", hint)
-        prompt, answer, _ = spec.make(rng, rng.choice(templates), pool=pool)
+        prompt, answer = spec.make(rng, rng.choice(templates), pool=pool)
         if answer in seen or (split is not None and split_of(answer) != split):
             continue
         seen.add(answer)

@@ -288,7 +288,7 @@ def figure_adapter_switching(out_dir: Path, n_base: int, base_bytes: int, adapte
         y = lanes[name]
         face, edge = ADAPTER_COLORS.get(name, (TRAINABLE, TRAINABLE_EDGE))
         task = get_task(name)
-        prompt, _, _ = task.make(rng, task.train_templates[0])
+        prompt, _ = task.make(rng, task.train_templates[0])
         sentence = prompt.split(": ", 1)[1]
         box(ax, 0.5, y - 5.5, 21, 11, "white", edge, textwrap.fill(f"“{sentence}”", 24), size=10)
         arrow(ax, (21.5, y), (base_x, y), color=edge)
