@@ -1,5 +1,6 @@
 import pytest
 import torch
+from check_support import adapter_dirs  # noqa: F401  (module fixture: two saved tiny adapters, for the check tests)
 
 
 @pytest.fixture(scope="session")

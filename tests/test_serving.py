@@ -1,7 +1,7 @@
 """lora_helpers.serving: three ways to serve many adapters give the same answers; bad input is refused first.
 
 Tiny random Llama models (``tests/conftest.py``) with two saved tiny adapters (``adapter_dirs``, shared with
-``tests/test_checks.py``) stand in for SmolLM2 and the demo adapters.
+``tests/check_support.py``) stand in for SmolLM2 and the demo adapters.
 """
 
 import copy
@@ -9,15 +9,14 @@ import re
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from peft.utils.hotswap import prepare_model_for_compiled_hotswap
-from safetensors.torch import load_file
-from test_checks import (
+from check_support import (
     TASKS,
-    adapter_dirs,  # noqa: F401  (the shared module fixture: two saved tiny adapters)
     randomize_lora,
     two_adapter_model,
 )
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils.hotswap import prepare_model_for_compiled_hotswap
+from safetensors.torch import load_file
 
 from lora_helpers.errors import CourseError
 from lora_helpers.serving import (

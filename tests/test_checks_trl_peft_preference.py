@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from check_support import ok, todo, wrong
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
@@ -23,7 +24,6 @@ from lora_helpers.checks import (
 )
 from lora_helpers.data import make_task_splits
 from lora_helpers.preferences import dataloader_logps
-from tests.test_checks import ok, todo, wrong
 
 BETA, R, TARGETS, STEPS = 0.1, 2, ["q_proj", "v_proj"], 2
 

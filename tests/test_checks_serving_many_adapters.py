@@ -8,14 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
-from peft.utils.hotswap import hotswap_adapter
-from test_checks import (
-    adapter_dirs,  # noqa: F401  (the shared module fixture: two saved tiny adapters)
+from check_support import (
     ok,
     todo,
     two_adapter_model,
     wrong,
 )
+from peft.utils.hotswap import hotswap_adapter
 
 from lora_helpers.checks import (
     check_manual_routes,

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 import torch
+from check_support import ok, todo, wrong
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from lora_helpers.checks import (
@@ -21,7 +22,6 @@ from lora_helpers.checks import (
 )
 from lora_helpers.olora import olora_factors
 from lora_helpers.parity import check_parity_ids
-from tests.test_checks import ok, todo, wrong
 
 R, ALPHA = 4, 8
 S = ALPHA / R

@@ -1,0 +1,46 @@
+"""The check kit itself: the result object, odd answers reported (never raised), run numbers off the compared line, a test for every check.
+
+Tiny random Llama models (``tests/conftest.py``) stand in for SmolLM2: the checks only read shapes, weights
+and configs, so what holds here holds for the course model.
+"""
+
+import re
+from pathlib import Path
+
+from lora_helpers import checks
+
+
+# --------------------------------------------------------------------------- the result object
+def test_result_prints_its_message_in_ipython(capsys):
+    result = checks._ok("xong")
+    assert bool(result) and str(result) == repr(result) == "✅ Đúng rồi! xong"
+    result._ipython_display_()
+    assert capsys.readouterr().out.strip() == "✅ Đúng rồi! xong"
+    assert not checks._wrong("a", "b") and not checks._todo("x")
+
+
+def test_check_messages_keep_run_numbers_off_the_compared_line():
+    """nbval compares check cells: the numbers of a run go on the line tests/sanitize.cfg masks."""
+    import configparser
+
+    from lora_helpers.checks._common import MEASURED, _ok
+
+    message = _ok("Đúng ý.", "loss 0.123").message
+    assert message.splitlines()[0] == "✅ Đúng rồi! Đúng ý." and message.splitlines()[1].startswith(MEASURED)
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).parent / "sanitize.cfg", encoding="utf-8")
+    pattern = next(cfg[s]["regex"] for s in cfg.sections() if MEASURED.strip() in cfg[s]["regex"])
+    masked = re.sub(pattern, "X", message)
+    assert "0.123" not in masked and "Đúng ý" in masked
+
+
+def test_every_check_has_a_test():
+    """A new check without a test in tests/test_checks*.py is a defect: list them all there."""
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    source = "\n".join(p.read_text(encoding="utf-8") for p in sorted(here.glob("test_checks*.py")))
+    names = [n for n, f in vars(checks).items() if n.startswith("check_") and callable(f)]
+    assert len(names) >= 14
+    for name in names:
+        assert source.count(f"{name}(") >= 3, f"{name} has no accept/reject tests"
