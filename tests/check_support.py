@@ -90,3 +90,23 @@ def rows_of(task, words):
 def measured(tests, right_counts):
     return {t: fake_result(t, [*ds["answer"][:right_counts[t]], *["sai"] * (4 - right_counts[t])], ds["answer"])
             for t, ds in tests.items()}
+
+
+def walk_table(check_function, reference, *args, **kwargs):
+    """Walk a check's mistake table: the reference answer passes, ``None`` is "not done", and every row's example
+    (a wrong answer made from the reference) is reported by that very row: its problem and its hint."""
+    from lora_helpers.checks.kit import table_of
+
+    ok(check_function(reference, *args, **kwargs))
+    todo(check_function(None, *args, **kwargs))
+    rows = table_of(check_function, reference, *args, **kwargs).rows
+    assert rows, "a check without mistakes to report"
+    for i, row in enumerate(rows):
+        assert row.example is not None, f"row {i} ({row.problem!r}) has no example answer to test it with"
+        answer = row.example(reference)
+        table = table_of(check_function, answer, *args, **kwargs)
+        first = next(j for j, other in enumerate(table.rows) if other.when(answer))
+        if first != i:  # on a tiny model two slips can give the same number: the earlier row reports it
+            assert first < i and table.rows[first].example(reference) == answer, (i, row.problem, table.rows[first].problem)
+        wrong(check_function(answer, *args, **kwargs), table.rows[first].problem, table.rows[first].hint)
+    return rows

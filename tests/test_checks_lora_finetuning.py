@@ -13,6 +13,7 @@ from check_support import (
     ok,
     randomize_lora,
     todo,
+    walk_table,
     wrong,
 )
 from peft import LoraConfig, get_peft_model
@@ -31,6 +32,19 @@ from lora_helpers.checks import (
 
 # --------------------------------------------------------------------------- lesson 2
 QV = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+
+
+def test_param_count_table(tiny_model_factory):
+    """Every slip of the table, on the tiny model (some slips coincide there: those are skipped by the kit)."""
+    real = get_peft_model(tiny_model_factory(), copy.deepcopy(QV))
+    truth = sum(p.numel() for p in real.parameters() if p.requires_grad)
+    walk_table(check_lora_param_count, truth, tiny_model_factory(), QV)
+
+
+def test_config_spec_table():
+    walk_table(check_lora_config_spec, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                  lora_dropout=0.0, task_type="CAUSAL_LM"),
+               4, 8, ["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
 
 
 def test_param_count_truth_is_peft_count(tiny_model_factory):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 from ..numbers import count as fmt_count
@@ -22,6 +23,7 @@ from ._common import (
     _todo,
     _wrong,
 )
+from .kit import Mistake, Table, check
 
 
 def _lora_shapes(model, config) -> list[tuple[str, int, int]]:
@@ -44,103 +46,108 @@ def _count_of(peft_model) -> int:
     return sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
 
 
-@_never_raises
-def check_lora_param_count(answer, model, config) -> CheckResult:
+@check
+def check_lora_param_count(answer, model, config) -> Table:
     """The number of trainable LoRA parameters that ``config`` adds to ``model``.
 
-    The truth is counted by peft itself (on a weightless copy of the model). A wrong number
-    is compared with the usual slips to say which one it is: rank off by one, only A or only
-    B counted, full ``d_in·d_out`` matrices, k_proj/v_proj taken as square (grouped-query
-    attention forgotten), one layer only or a wrong number of layers, lora_alpha used as r,
-    base parameters added.
+    The truth is counted by peft itself (on a weightless copy of the model); a wrong number is compared with the
+    usual slips to say which one it is.
     """
-    if answer is None:
-        return _todo()
-    value = _as_int(answer)
-    if value is None:
-        return _wrong(f"đáp án phải là một số nguyên, bạn đưa {answer!r} ({type(answer).__name__}).",
-                      "Số tham số là số nguyên, ví dụ `so_tham_so = 30 * 4 * (576 + 576)`.")
     shapes = _lora_shapes(model, config)
     r, alpha = config.r, config.lora_alpha
     truth = sum(lora_layer_params(r, d_in, d_out) for _, d_in, d_out in shapes)
-    if value == truth:
-        return _ok(f"{fmt_count(truth)} tham số huấn luyện được: r·(d_in + d_out) cộng trên {len(shapes)} lớp.")
     n_blocks = getattr(model.config, "num_hidden_layers", 0) or 1
-    hidden = getattr(model.config, "hidden_size", None)
     per_block = truth // n_blocks
     n_base = sum(p.numel() for p in model.parameters())
+    value = _as_int(answer)
+    said = fmt_count(value) if value is not None else repr(answer)
+
+    def total(rank=r, d_out_of=lambda name, d_in, d_out: d_out, a=True, b=True):
+        return sum(rank * ((d_in if a else 0) + (d_out_of(n, d_in, d_out) if b else 0)) for n, d_in, d_out in shapes)
 
     def square_kv(name, d_in, d_out):
-        return d_in if name.split(".")[-1] in {"k_proj", "v_proj"} and hidden else d_out
+        return d_in if name.split(".")[-1] in {"k_proj", "v_proj"} else d_out
 
-    slips = [
-        (sum((r + 1) * (i + o) for _, i, o in shapes), f"lệch hạng một đơn vị: bạn tính với r={r + 1}, cấu hình có r={r}.",
-         "Dùng đúng `r` của LoraConfig."),
-        (sum((r - 1) * (i + o) for _, i, o in shapes), f"lệch hạng một đơn vị: bạn tính với r={r - 1}, cấu hình có r={r}.",
-         "Dùng đúng `r` của LoraConfig."),
-        (sum(r * i for _, i, o in shapes), "bạn chỉ đếm ma trận A (r × d_in).",
-         "Mỗi lớp có hai ma trận: A (r × d_in) và B (d_out × r): r·(d_in + d_out)."),
-        (sum(r * o for _, i, o in shapes), "bạn chỉ đếm ma trận B (d_out × r).",
-         "Mỗi lớp có hai ma trận: A (r × d_in) và B (d_out × r): r·(d_in + d_out)."),
-        (sum(i * o for _, i, o in shapes), "đó là số tham số của chính các ma trận W (tinh chỉnh toàn bộ), không phải LoRA.",
-         "LoRA thay d_in·d_out bằng r·(d_in + d_out)."),
-        (sum(r * (i + square_kv(n, i, o)) for n, i, o in shapes),
-         "bạn coi k_proj và v_proj là ma trận vuông như q_proj.",
-         "SmolLM2 dùng grouped-query attention: k_proj, v_proj có d_out nhỏ hơn (xem kích thước đã in ở trên)."),
-        (per_block, "đó là số của một khối (block) thôi.", f"Mô hình có {n_blocks} khối giống nhau: nhân lên."),
-        (per_block * (n_blocks + 1), f"bạn nhân với {n_blocks + 1} khối.", f"Mô hình có đúng {n_blocks} khối."),
-        (per_block * (n_blocks - 1), f"bạn nhân với {n_blocks - 1} khối.", f"Mô hình có đúng {n_blocks} khối."),
-        (sum(alpha * (i + o) for _, i, o in shapes), f"bạn dùng lora_alpha={alpha} thay cho r={r}.",
-         "lora_alpha chỉ là hệ số tỉ lệ (alpha/r); kích thước A, B do r quyết định."),
-        (truth + n_base, "bạn cộng cả tham số của mô hình cơ sở.",
-         "Mô hình cơ sở bị đóng băng (freeze): chỉ A và B là tham số huấn luyện được."),
-    ]
-    for slip_value, problem, hint in slips:
-        if slip_value != truth and value == slip_value:
-            return _wrong(f"{fmt_count(value)}: {problem}", hint)
-    targets = sorted({n.split(".")[-1] for n, _, _ in shapes})
-    return _wrong(
-        f"{fmt_count(value)} chưa khớp (lệch {fmt_signed(value - truth)}).",
-        f"Cộng r·(d_in + d_out) trên mọi lớp được gắn LoRA ({', '.join(targets)}), trong cả {n_blocks} khối; "
-        "đọc d_in, d_out của từng lớp ở ô in kích thước.",
+    def slip(wrong_value, problem, hint):
+        return Mistake.value(wrong_value, f"{said}: {problem}", hint, truth=truth, same=lambda a, b: _as_int(a) == b)
+
+    layers = sorted({n.split(".")[-1] for n, _, _ in shapes})
+    same_r = "Dùng đúng `r` của LoraConfig."
+    two_matrices = "Mỗi lớp có hai ma trận: A (r × d_in) và B (d_out × r): r·(d_in + d_out)."
+    blocks = f"Mô hình có đúng {n_blocks} khối."
+    return Table(
+        guard=[Mistake(lambda a: _as_int(a) is None,
+                       f"đáp án phải là một số nguyên, bạn đưa {answer!r} ({type(answer).__name__}).",
+                       "Số tham số là số nguyên, ví dụ `so_tham_so = 30 * 4 * (576 + 576)`.",
+                       example=lambda reference: str(reference))],
+        right=lambda a: _as_int(a) == truth,
+        ok=f"{fmt_count(truth)} tham số huấn luyện được: r·(d_in + d_out) cộng trên {len(shapes)} lớp.",
+        slips=[
+            slip(total(rank=r + 1), f"lệch hạng một đơn vị: bạn tính với r={r + 1}, cấu hình có r={r}.", same_r),
+            slip(total(rank=r - 1), f"lệch hạng một đơn vị: bạn tính với r={r - 1}, cấu hình có r={r}.", same_r),
+            slip(total(b=False), "bạn chỉ đếm ma trận A (r × d_in).", two_matrices),
+            slip(total(a=False), "bạn chỉ đếm ma trận B (d_out × r).", two_matrices),
+            slip(sum(d_in * d_out for _, d_in, d_out in shapes),
+                 "đó là số tham số của chính các ma trận W (tinh chỉnh toàn bộ), không phải LoRA.",
+                 "LoRA thay d_in·d_out bằng r·(d_in + d_out)."),
+            slip(total(d_out_of=square_kv), "bạn coi k_proj và v_proj là ma trận vuông như q_proj.",
+                 "SmolLM2 dùng grouped-query attention: k_proj, v_proj có d_out nhỏ hơn (xem kích thước đã in ở trên)."),
+            slip(per_block, "đó là số của một khối (block) thôi.", f"Mô hình có {n_blocks} khối giống nhau: nhân lên."),
+            slip(per_block * (n_blocks + 1), f"bạn nhân với {n_blocks + 1} khối.", blocks),
+            slip(per_block * (n_blocks - 1), f"bạn nhân với {n_blocks - 1} khối.", blocks),
+            slip(total(rank=alpha), f"bạn dùng lora_alpha={alpha} thay cho r={r}.",
+                 "lora_alpha chỉ là hệ số tỉ lệ (alpha/r); kích thước A, B do r quyết định."),
+            slip(truth + n_base, "bạn cộng cả tham số của mô hình cơ sở.",
+                 "Mô hình cơ sở bị đóng băng (freeze): chỉ A và B là tham số huấn luyện được."),
+        ],
+        otherwise=(f"{said} chưa khớp (lệch {fmt_signed(value - truth) if value is not None else '?'}).",
+                   f"Cộng r·(d_in + d_out) trên mọi lớp được gắn LoRA ({', '.join(layers)}), trong cả {n_blocks} khối; "
+                   "đọc d_in, d_out của từng lớp ở ô in kích thước."),
     )
 
 
-@_never_raises
-def check_lora_config_spec(config, r: int, lora_alpha, target_modules, lora_dropout=None, task_type=None) -> CheckResult:
-    """A ``LoraConfig`` with the asked rank, alpha and target modules (and dropout and task type when given).
-
-    Rejects: not a LoraConfig, a rank off by one (or any other), another alpha, missing or extra target modules,
-    ``"all-linear"`` where a list was asked (or the reverse), another dropout, and a missing ``task_type``.
-    """
+@check
+def check_lora_config_spec(config, r: int, lora_alpha, target_modules, lora_dropout=None, task_type=None) -> Table:
+    """A ``LoraConfig`` with the asked rank, alpha and target modules (and dropout and task type when given)."""
     from peft import LoraConfig
 
-    if config is None:
-        return _todo()
-    if not isinstance(config, LoraConfig):
-        return _wrong(f"`cau_hinh` là {type(config).__name__}, không phải LoraConfig.",
-                      "`from peft import LoraConfig`; `cau_hinh = LoraConfig(r=..., lora_alpha=..., target_modules=[...])`.")
-    if config.r != r:
-        return _wrong(f"r={config.r}, đề bài yêu cầu r={r}.", "Đặt đúng hạng `r`.")
-    if config.lora_alpha != lora_alpha:
-        return _wrong(f"lora_alpha={config.lora_alpha}, đề bài yêu cầu lora_alpha={lora_alpha}.",
-                      "Đề bài giữ alpha/r cố định; tính lại lora_alpha.")
-    got, want = _target_set(config.target_modules), _target_set(target_modules)
-    if got != want:
-        if isinstance(want, str) or isinstance(got, str):
-            return _wrong(f"target_modules={config.target_modules!r}, đề bài yêu cầu {target_modules!r}.",
-                          "Đọc lại đề: một danh sách tên lớp cụ thể, hay \"all-linear\".")
+    want = _target_set(target_modules)
+    got = _target_set(getattr(config, "target_modules", None))
+    if isinstance(want, set) and isinstance(got, set):
         missing, extra = sorted(want - got), sorted(got - want)
         parts = ([f"thiếu {missing}"] if missing else []) + ([f"thừa {extra}"] if extra else [])
-        return _wrong(f"target_modules {', '.join(parts)}.",
-                      f"Đề bài yêu cầu đúng các lớp {sorted(want)}.")
-    if lora_dropout is not None and config.lora_dropout != lora_dropout:
-        return _wrong(f"lora_dropout={config.lora_dropout}, đề bài yêu cầu {lora_dropout}.",
-                      "Vài bước huấn luyện thì không cần dropout; đặt đúng giá trị đề bài cho.")
-    if task_type is not None and str(getattr(config.task_type, "value", config.task_type)) != task_type:
-        return _wrong(f"task_type={config.task_type!r}, cần {task_type!r}.",
-                      f"`task_type=\"{task_type}\"`: peft bọc mô hình sinh văn bản đúng cách (PeftModelForCausalLM).")
-    return _ok(f"LoraConfig(r={r}, lora_alpha={lora_alpha}, target_modules={sorted(want) if isinstance(want, set) else want!r}).")
+        targets_problem, targets_hint = f"target_modules {', '.join(parts)}.", f"Đề bài yêu cầu đúng các lớp {sorted(want)}."
+    else:
+        targets_problem = f"target_modules={getattr(config, 'target_modules', None)!r}, đề bài yêu cầu {target_modules!r}."
+        targets_hint = "Đọc lại đề: một danh sách tên lớp cụ thể, hay \"all-linear\"."
+    other_targets = ["q_proj"] if want != {"q_proj"} else ["v_proj"]
+    kind = str(getattr(getattr(config, "task_type", None), "value", getattr(config, "task_type", None)))
+    rows = [
+        Mistake(lambda c: c.r != r, f"r={getattr(config, 'r', None)}, đề bài yêu cầu r={r}.", "Đặt đúng hạng `r`.",
+                example=lambda c: dataclasses.replace(c, r=c.r + 1)),
+        Mistake(lambda c: c.lora_alpha != lora_alpha,
+                f"lora_alpha={getattr(config, 'lora_alpha', None)}, đề bài yêu cầu lora_alpha={lora_alpha}.",
+                "Đề bài giữ alpha/r cố định; tính lại lora_alpha.",
+                example=lambda c: dataclasses.replace(c, lora_alpha=c.lora_alpha * 2)),
+        Mistake(lambda c: _target_set(c.target_modules) != want, targets_problem, targets_hint,
+                example=lambda c: dataclasses.replace(c, target_modules=other_targets)),
+    ]
+    if lora_dropout is not None:
+        rows.append(Mistake(lambda c: c.lora_dropout != lora_dropout,
+                            f"lora_dropout={getattr(config, 'lora_dropout', None)}, đề bài yêu cầu {lora_dropout}.",
+                            "Vài bước huấn luyện thì không cần dropout; đặt đúng giá trị đề bài cho.",
+                            example=lambda c: dataclasses.replace(c, lora_dropout=lora_dropout + 0.1)))
+    if task_type is not None:
+        rows.append(Mistake(lambda c: kind != task_type, f"task_type={getattr(config, 'task_type', None)!r}, cần {task_type!r}.",
+                            f"`task_type=\"{task_type}\"`: peft bọc mô hình sinh văn bản đúng cách (PeftModelForCausalLM).",
+                            example=lambda c: dataclasses.replace(c, task_type=None)))
+    return Table(
+        guard=[Mistake(lambda c: not isinstance(c, LoraConfig), f"`cau_hinh` là {type(config).__name__}, không phải LoraConfig.",
+                       "`from peft import LoraConfig`; `cau_hinh = LoraConfig(r=..., lora_alpha=..., target_modules=[...])`.",
+                       example=lambda c: c.to_dict())],
+        slips=rows,
+        ok=f"LoraConfig(r={r}, lora_alpha={lora_alpha}, target_modules={sorted(want) if isinstance(want, set) else want!r}).",
+    )
 
 
 @_never_raises

@@ -1,0 +1,114 @@
+"""The check kit: every exercise check is a table of known mistakes.
+
+A check is a function decorated with :func:`check`. It gets the learner's answer and whatever reference it
+needs, computes the truth itself (never trusting a number the learner could have typed), and returns a
+:class:`Table`:
+
+* ``guard``: rows that make the answer unreadable (wrong type, missing key); tried first;
+* ``right``: a predicate: the answer is right. Left out, an answer is right when no row matches;
+* ``slips``: the known mistakes, in order; the first whose ``when`` holds is reported;
+* ``otherwise``: (problem, hint) for a wrong answer that matches no known slip;
+* ``ok``: the message of a right answer (identical on every run), ``measured`` the run's numbers.
+
+:func:`check` adds what every check does the same way: ``None`` means "not done yet", and an answer the
+table cannot even read is reported as wrong, never raised. The tests walk the same tables: the reference
+answer passes, and every row's ``example`` (a wrong answer made from the reference one) is reported with that
+row's hint (``tests/test_checks_kit.py``, :func:`table_of`).
+
+Read as a teacher: each row is one sentence "if the learner did *this*, tell them *that*, and suggest *this*".
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._common import CheckResult, _ok, _todo, _wrong
+
+_NO_VALUE = object()
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One known mistake: ``when(answer)`` says the answer shows it; the learner reads ``problem`` and ``hint``.
+
+    ``example(reference)`` builds an answer with this mistake from the reference answer, for the tests; a
+    row made by :meth:`value` has its wrong value as example.
+    """
+
+    when: Callable[[Any], bool]
+    problem: str
+    hint: str
+    example: Callable[[Any], Any] | None = None
+
+    @classmethod
+    def value(cls, wrong_value, problem: str, hint: str, *, truth=_NO_VALUE, same=None) -> Mistake:
+        """The slip that gives exactly ``wrong_value`` (never reported when it equals ``truth``)."""
+        same = same or (lambda a, b: a == b)
+
+        def when(answer) -> bool:
+            return (truth is _NO_VALUE or not same(wrong_value, truth)) and same(answer, wrong_value)
+
+        return cls(when, problem, hint, example=lambda _reference: wrong_value)
+
+
+@dataclass(frozen=True)
+class Table:
+    """What a check decides from: see the module docstring."""
+
+    ok: str
+    slips: Sequence[Mistake] = ()
+    guard: Sequence[Mistake] = ()
+    right: Callable[[Any], bool] | None = None
+    otherwise: tuple[str, str] | None = None
+    measured: str | None = None
+    rows: list[Mistake] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "rows", [*self.guard, *self.slips])
+
+    def judge(self, answer) -> CheckResult:
+        for row in self.guard:
+            if row.when(answer):
+                return _wrong(row.problem, row.hint)
+        if self.right is not None and self.right(answer):
+            return _ok(self.ok, self.measured)
+        for row in self.slips:
+            if row.when(answer):
+                return _wrong(row.problem, row.hint)
+        if self.right is None:
+            return _ok(self.ok, self.measured)
+        problem, hint = self.otherwise or ("đáp án chưa khớp.", "Đọc lại đề bài và làm lại từng bước.")
+        return _wrong(problem, hint)
+
+
+def check(build: Callable[..., Table | CheckResult]):
+    """Make ``build(answer, *reference) -> Table`` an exercise check: ``None`` is "not done yet", and any error
+    while reading an odd answer becomes a "wrong" message (a learner never sees a traceback from a check).
+
+    ``build`` may return a :class:`CheckResult` itself where a table does not fit (a reference that is not
+    ready, say). The table stays reachable for the tests: ``table_of(check_x, answer, *reference)``.
+    """
+
+    @functools.wraps(build)
+    def wrapper(answer, *args, **kwargs) -> CheckResult:
+        if answer is None:
+            return _todo()
+        try:
+            table = build(answer, *args, **kwargs)
+            return table if isinstance(table, CheckResult) else table.judge(answer)
+        except Exception as exc:  # noqa: BLE001 - any failure reading the answer is reported to the learner
+            return _wrong(
+                f"không đọc được đáp án của bạn ({type(exc).__name__}: {str(exc)[:200]}).",
+                "Xem lại kiểu dữ liệu mà đề bài yêu cầu, rồi chạy lại ô của bạn.",
+            )
+
+    wrapper.build = build
+    return wrapper
+
+
+def table_of(check_function, answer, *args, **kwargs) -> Table:
+    """The table a check decides ``answer`` from (for tests and for a teacher reading the rows)."""
+    return check_function.build(answer, *args, **kwargs)
