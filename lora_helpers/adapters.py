@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .data import TASKS
 from .errors import CourseError
 from .numbers import number
 
-DEMO_ADAPTERS = ("don_hang", "ngay_thang")
+DEMO_ADAPTERS = tuple(name for name, task in TASKS.items() if task.demo_adapter)  # Task.demo_adapter
 
 
 def course_root() -> Path:

@@ -202,7 +202,11 @@ class Task:
     * ``extra_metrics(predictions)`` -> metrics beside the accuracy (orders: the valid-JSON rate);
     * ``max_new_tokens``: generation length with room for the longest right answer, plus some;
     * ``metric``: the scoring rule in words (Vietnamese, shown to learners);
-    * ``unseen_templates``: sentence shapes used only by :func:`make_unseen_split`.
+    * ``unseen_templates``: sentence shapes used only by :func:`make_unseen_split`;
+    * ``unseen_words``: what the held-out words are, in Vietnamese and English (adapter cards);
+    * ``demo_adapter``: a trained adapter of this task ships in ``adapters/<name>``;
+    * ``preference``: :func:`lora_helpers.preferences.make_preference_splits` can build chosen/rejected pairs;
+    * ``colors``: (face, edge) of this task's adapter in the figures.
     """
 
     name: str
@@ -215,6 +219,10 @@ class Task:
     max_new_tokens: int = 48
     extra_metrics: Callable[[list], dict] = _no_extra_metrics
     unseen_templates: tuple = ()
+    unseen_words: tuple[str, str] = ("", "")
+    demo_adapter: bool = False
+    preference: bool = False
+    colors: tuple[str, str] = ("#cccccc", "#888888")
 
 
 TASKS = {
@@ -223,12 +231,16 @@ TASKS = {
         train_templates=tuple(_ORDER_TEMPLATES_TRAIN), test_templates=tuple(_ORDER_TEMPLATES_TEST),
         metric="khớp JSON tuyệt đối", score=_same_json, max_new_tokens=80, extra_metrics=_valid_json_rate,
         unseen_templates=tuple(_ORDER_TEMPLATES_UNSEEN),
+        unseen_words=("tên người, món và nơi giao", "names, dishes and places"), demo_adapter=True,
+        colors=("#f9c784", "#d9822b"),
     ),
     "ngay_thang": Task(
         name="ngay_thang", title="Chuẩn hoá ngày về YYYY-MM-DD", make=_date_example,
         train_templates=tuple(_DATE_TEMPLATES_TRAIN), test_templates=tuple(_DATE_TEMPLATES_TEST),
         metric="khớp chuỗi tuyệt đối", score=_same_text, max_new_tokens=16,
         unseen_templates=tuple(_DATE_TEMPLATES_UNSEEN),
+        unseen_words=("tên sự kiện", "event names"), demo_adapter=True, preference=True,
+        colors=("#9cc9e8", "#2f7fb5"),
     ),
 }
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import random
 import re
 
-from .data import get_task, make_task_splits
+from .data import TASKS, get_task, make_task_splits
 from .errors import CourseError
 
-PREFERENCE_TASKS = ("ngay_thang",)
+PREFERENCE_TASKS = tuple(name for name, task in TASKS.items() if task.preference)  # Task.preference
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
 
 MISTAKES = {

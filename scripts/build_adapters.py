@@ -91,10 +91,6 @@ Base weights fingerprint: `{fingerprint}` (`lora_helpers.fingerprint`; the cours
 """
 
 
-UNSEEN_WORDS = {"don_hang": ("tên người, món và nơi giao", "names, dishes and places"),
-                "ngay_thang": ("tên sự kiện", "event names")}
-
-
 # metrics.json keys of the held-out measurements: (make_unseen_split's hold_out, base key, adapter key).
 HELD_OUT_KEYS = (("both", "unseen_base_accuracy", "unseen_accuracy"),
                  ("words", "unseen_words_base_accuracy", "unseen_words_accuracy"),
@@ -123,7 +119,7 @@ def card_text(metrics: dict, fingerprint: str, note: str = "") -> str:
     facts = dict(settings, steps=metrics["steps"], task=task, title=spec.title, metric=spec.metric, hub_id=HUB_ID,
                  before=metrics["base_test_accuracy"], after=metrics["test_accuracy"],
                  train_seconds=metrics["train_seconds"], device=metrics["device"], fingerprint=fingerprint,
-                 n_unseen=metrics["n_unseen"], unseen_words=UNSEEN_WORDS[task][0], unseen_words_en=UNSEEN_WORDS[task][1],
+                 n_unseen=metrics["n_unseen"], unseen_words=get_task(task).unseen_words[0], unseen_words_en=get_task(task).unseen_words[1],
                  unseen_measured=note, precision=metrics.get("precision", "fp32"),
                  validation_by_step=", ".join(f"bước {k}: {v:.0%}" for k, v in
                                               metrics.get("validation_accuracy_by_step", {}).items()) or "chưa đo")

@@ -37,6 +37,7 @@ from matplotlib import font_manager
 from matplotlib.patches import FancyBboxPatch, Rectangle
 
 from lora_helpers.adapters import DEMO_ADAPTERS, human_size
+from lora_helpers.data import TASKS
 from lora_helpers.errors import CourseError
 from lora_helpers.numbers import MB, count, number
 from lora_helpers.params import lora_layer_params
@@ -53,7 +54,6 @@ FONT_SIZE = 11
 # Colours: grey = frozen base weights, warm = trainable LoRA factors, per-adapter colours.
 FROZEN, FROZEN_EDGE = "#dfe3e8", "#6b7785"
 TRAINABLE, TRAINABLE_EDGE = "#f9c784", "#d9822b"
-ADAPTER_COLORS = {"don_hang": ("#f9c784", "#d9822b"), "ngay_thang": ("#9cc9e8", "#2f7fb5")}
 MERGED, MERGED_EDGE = "#d7c4ec", "#7b52ab"
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RUN_COLORS = ("#d9822b", "#6b7785", "#2f7fb5", "#59a14f")
@@ -286,7 +286,7 @@ def figure_adapter_switching(out_dir: Path, n_base: int, base_bytes: int, adapte
     lanes = dict(zip(adapters, (35.0, 20.0)))
     for name, facts in adapters.items():
         y = lanes[name]
-        face, edge = ADAPTER_COLORS.get(name, (TRAINABLE, TRAINABLE_EDGE))
+        face, edge = TASKS[name].colors if name in TASKS else (TRAINABLE, TRAINABLE_EDGE)
         task = get_task(name)
         prompt, _ = task.make(rng, task.train_templates[0])
         sentence = prompt.split(": ", 1)[1]
