@@ -10,17 +10,17 @@ result prints one message:
   an unanswered exercise notebook), so an unanswered notebook runs top to bottom.
 
 A check never raises on a strange answer: anything it cannot read is reported as wrong,
-with what it expected. The tests in ``tests/test_checks*.py`` show that every check accepts
-the reference answer and rejects the usual wrong ones.
+with what it expected.
 
-Layout: one module per lesson, named after the lesson notebook, and one shared module.
+Each check is a table of known mistakes (:mod:`.kit`: ``@check``, ``Table``, ``Mistake``): the truth is computed
+from the model or data, never taken from the learner; each row says "if the answer shows this slip, tell the
+learner this problem and this hint". The tests walk the same tables (``tests/test_checks_<notebook>.py``): the
+reference answer passes and every row's example is reported by that row.
 
-* ``_common``: :class:`CheckResult`, the message builders ``_ok``/``_wrong``/``_todo``,
-  ``_never_raises`` and the small helpers used by several lessons;
-* ``load_lora_adapter_example`` (lesson 1), ``lora_finetuning`` (lesson 2),
-  ``merge_lora_adapters`` (lesson 3), ``olora_finetuning`` (lesson 5),
-  ``trl_peft_preference`` (lesson 7), ``serving_many_adapters`` (lesson 4), ``lora_from_scratch_and_variants``
-  (lesson 6): that lesson's checks.
+Layout: the kit, one shared module, and one module per lesson named after its notebook
+(``load_lora_adapter_example``, ``lora_finetuning``, ``merge_lora_adapters``, ``serving_many_adapters``,
+``olora_finetuning``, ``lora_from_scratch_and_variants``, ``trl_peft_preference``): that notebook's checks, tested
+in ``tests/test_checks_<the same name>.py``.
 
 Everything is re-exported here, so notebooks and tests import from ``lora_helpers.checks``.
 """
