@@ -267,3 +267,19 @@ def test_the_opener_silences_only_named_messages():
         warnings.warn("a new message the learner should read", UserWarning, stacklevel=1)
         warnings.warn("a deprecation", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["a new message the learner should read", "a deprecation"]
+
+
+# The names a learner meets (docs/helpers.md): issue 27 asks for about 25 helpers; the count may only go down.
+MAX_HELPER_NAMES = 111
+
+
+def test_helper_names_table_is_current_and_does_not_grow():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("helper_names", ROOT / "scripts" / "helper_names.py")
+    helper_names = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper_names)
+    assert (ROOT / "docs" / "helpers.md").read_text(encoding="utf-8") == helper_names.table(), (
+        "docs/helpers.md is stale: run `python scripts/helper_names.py --write`")
+    helpers = [k for k in helper_names.names_used() if not k[0].startswith("lora_helpers.checks")]
+    assert len(helpers) <= MAX_HELPER_NAMES, f"{len(helpers)} helper names; lower the count, do not raise the limit"
