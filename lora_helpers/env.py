@@ -85,8 +85,10 @@ def cuda_bf16_native() -> bool:
 
 
 def pick_dtype(device: str | None = None):
-    """The dtype to load a model in for inference: bf16 on GPUs that compute it natively, fp16 on older GPUs
-    (a T4), fp32 on CPU (where bf16, when native, is used as autocast compute only: see :func:`precision_profile`)."""
+    """The dtype to load a model in **for inference only**: bf16 on GPUs that compute it natively, fp16 on older
+    GPUs (a T4), fp32 on CPU (where bf16, when native, is used as autocast compute only: see
+    :func:`precision_profile`). A model that is trained or compared is loaded in float32 on every device
+    (``lesson.start_lesson``): its weights stay fp32 and autocast does the low-precision compute."""
     import torch
 
     device = device or pick_device()
@@ -370,7 +372,9 @@ def print_environment() -> None:
     for name, version in library_versions().items():
         print(f"{name:<13}{version}")
     device = pick_device()
-    print(f"{'thiết bị':<13}{device}  (nạp trọng số: {str(pick_dtype(device)).replace('torch.', '')})")
+    inference = str(pick_dtype(device)).replace("torch.", "")
+    loads = "float32" if inference == "float32" else f"float32 để huấn luyện và so sánh, {inference} khi chỉ sinh câu"
+    print(f"{'thiết bị':<13}{device}  (nạp trọng số: {loads})")
     print(f"{'độ chính xác':<13}{precision_profile(device).describe()}")
     if device == "cpu":
         import torch

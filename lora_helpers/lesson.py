@@ -6,12 +6,18 @@ One call, the same in every lesson, solution and exercise notebook:
   messages of :data:`NOISY_WARNINGS`, each with the reason it adds nothing for a learner; every other warning
   still shows (never all ``UserWarning``: a learner must see what is new);
 * seed Python, NumPy and torch (``env.seed_everything``);
-* pick the device and the dtype to load weights in (``env.pick_device``, ``env.pick_dtype``), and the precision
-  profile of training (``env.precision_profile``);
+* pick the device, the dtype to load weights in, and the precision profile of training
+  (``env.pick_device``, ``env.precision_profile``). Weights are loaded in **float32 on every device**: what is
+  trained keeps fp32 master weights (a T4's fp16 weights under ``fp16=True`` crash the GradScaler with
+  "Attempting to unscale FP16 gradients"; bf16 weights round most AdamW updates away), and comparisons (parity,
+  log-probabilities, fingerprints) compute in fp32. The faster compute comes from autocast
+  (``SFTConfig(bf16=/fp16=)``, ``precision.autocast()``). ``inference_dtype`` (``env.pick_dtype``) is for a
+  model that only generates;
 * on CPU, let TRL project only the answer positions through the LM head (``env.compact_lm_head_on_cpu``);
 * print the environment (``env.print_environment``), the first thing to paste into a bug report.
 
-It returns a :class:`Lesson` with what the lesson uses: ``device``, ``dtype``, ``precision`` and the start time.
+It returns a :class:`Lesson` with what the lesson uses: ``device``, ``dtype``, ``inference_dtype``, ``precision`` and
+the start time.
 """
 
 from __future__ import annotations
@@ -40,9 +46,10 @@ class Lesson:
     """What :func:`start_lesson` set up."""
 
     device: str
-    dtype: object
-    precision: object
+    dtype: object  # what models are loaded (and trained) in: float32 unless the lesson asks otherwise
+    precision: object  # env.Precision: the autocast compute of training and task evaluation
     started: float  # time.perf_counter() at the start of the lesson
+    inference_dtype: object = None  # env.pick_dtype(device): for a model that only generates (bf16/fp16 on GPUs)
 
     def elapsed(self) -> float:
         """Seconds since :func:`start_lesson`."""
@@ -64,8 +71,8 @@ def quiet_libraries() -> None:
 
 def start_lesson(seed: int = 0, dtype=None, show: bool = True) -> Lesson:
     """Open a lesson: quiet the libraries, seed, pick device and dtype, switch TRL's CPU LM head, print the
-    environment. ``dtype``: the dtype to load weights in (``torch.float32`` or ``"float32"`` for a lesson that
-    compares logits); default ``env.pick_dtype(device)``. ``show=False`` prints nothing (solutions, exercises)."""
+    environment. ``dtype``: the dtype to load weights in (a ``torch.dtype`` or its name); default float32 on every
+    device (see the module docstring). ``show=False`` prints nothing (solutions, exercises)."""
     import torch
 
     from .env import (
@@ -83,9 +90,10 @@ def start_lesson(seed: int = 0, dtype=None, show: bool = True) -> Lesson:
     device = pick_device()
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    dtype = pick_dtype(device) if dtype is None else dtype
+    dtype = torch.float32 if dtype is None else dtype
     if device == "cpu":
         compact_lm_head_on_cpu()
     if show:
         print_environment()
-    return Lesson(device=device, dtype=dtype, precision=precision_profile(device), started=started)
+    return Lesson(device=device, dtype=dtype, precision=precision_profile(device), started=started,
+                  inference_dtype=pick_dtype(device))

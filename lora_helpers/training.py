@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .env import pick_device, pick_dtype, precision_profile, remove_autocast_wrapper
+from .env import pick_device, precision_profile, remove_autocast_wrapper
 from .errors import CourseError
 from .layers import linear_module_names
 from .numbers import duration
@@ -303,7 +303,7 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
     1. seed everything (``recipe.seed``); the ``SFTConfig`` of :func:`sft_config` for ``device``
        (default ``env.pick_device()``; creating it sets up ``torch.distributed`` under a launcher);
     2. the base model (``base_model``: a path or Hub id, default ``find_base_model()``; the main
-       process finds it first) in ``env.pick_dtype(device)``, its tokenizer, the splits of
+       process finds it first) in float32 (fp32 master weights; the compute is autocast's), its tokenizer, the splits of
        ``make_task_splits(task, recipe.n_train, recipe.n_val, recipe.n_test, seed=recipe.seed)`` (every
        test row is scored);
     3. with ``measure_base``, the base model's test metric (``LoraRun.base_test``);
@@ -319,6 +319,7 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
     folder removed at exit). ``sft_overrides`` go to :func:`sft_config`. Saving and the test metric
     are left to the caller: :meth:`LoraRun.save`, :meth:`LoraRun.evaluate_test`, :meth:`LoraRun.metrics`.
     """
+    import torch
     from transformers import AutoModelForCausalLM
     from transformers.training_args import ParallelMode
     from trl import SFTTrainer
@@ -330,7 +331,7 @@ def train_lora_adapter(task: str, recipe: Recipe = RECIPE, *, base_model: str | 
 
     get_task(task)  # unknown name: Vietnamese error listing the valid ones
     device = device or pick_device()
-    dtype = pick_dtype(device)
+    dtype = torch.float32  # what is trained keeps fp32 master weights on every device (autocast computes)
     world_size_env = int(os.environ.get("WORLD_SIZE", "1"))
     seed_everything(recipe.seed)
     if trainer_dir is None:

@@ -83,3 +83,26 @@ def test_print_environment_says_which_precision_and_why(capsys):
     env.print_environment()
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("độ chính xác"))
     assert "trên cpu:" in line and len(line.split(":", 1)[1].strip()) > 10
+
+
+@pytest.mark.parametrize("capability, compute", [((7, 5), "fp16"), ((8, 0), "bf16"), ((8, 9), "bf16"), ((9, 0), "bf16")],
+                         ids=["T4", "A100", "L4", "H100"])
+def test_lessons_train_and_compare_in_fp32_on_every_gpu(monkeypatch, capability, compute):
+    """A mocked GPU of each generation: the opener loads what lessons train and compare in float32 (fp32 master
+    weights under fp16/bf16 autocast: no 'Attempting to unscale FP16 gradients' on a T4, no AdamW updates rounded
+    away in bf16); the T4 never gets bf16, and only inference may load in the GPU's low-precision dtype."""
+    from lora_helpers import lesson
+
+    def is_bf16_supported(including_emulation=True):
+        return capability[0] >= 8 or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    monkeypatch.setattr(env, "pick_device", lambda: "cuda")
+    opened = lesson.start_lesson(seed=0, show=False)
+    assert opened.device == "cuda" and opened.dtype == torch.float32
+    assert opened.precision.compute == compute
+    assert opened.inference_dtype == (torch.float16 if compute == "fp16" else torch.bfloat16)
+    assert "trọng số fp32" in opened.precision.describe()
+    profile = env.precision_profile("cuda")
+    assert (profile.bf16, profile.fp16) == (compute == "bf16", compute == "fp16")
