@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.course-setup-done
 
-.PHONY: setup lab test unit check lint notebooks adapters images exercises train-lora train-lora-ddp clean-venv canary
+.PHONY: setup lab test unit check lint gpu-check notebooks adapters images exercises train-lora train-lora-ddp clean-venv canary
 
 setup: $(STAMP)
 
@@ -96,3 +96,8 @@ canary:
 	$(CANARY)/bin/python -m pip list 2>/dev/null | grep -iE '^(torch|transformers|peft|trl|accelerate|datasets) '
 	HF_HUB_OFFLINE=1 $(CANARY)/bin/python -m pytest tests --ignore=tests/test_colab_rehearsal.py
 	HF_HUB_OFFLINE=1 $(CANARY)/bin/python -m pytest notebooks/load_lora_adapter_example.ipynb
+
+# GPU rehearsal: on a CUDA machine, every lesson and solutions notebook run on a copy (committed CPU outputs untouched),
+# offline, 4 at a time; the report (pass/fail, minutes, peak GPU memory, precision) goes to docs/gpu_check.md.
+gpu-check: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python scripts/gpu_check.py $(ARGS)
