@@ -95,16 +95,11 @@ def _generation_runner(model, tokenizer, prompts, max_new_tokens: int, batch_siz
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise CourseError(f"`max_new_tokens` phải là số nguyên ≥ 1, bạn đưa {max_new_tokens!r}.",
                           "Ví dụ: max_new_tokens=32.")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    from .models import encode_chat
+
     device = next(model.parameters()).device
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    size = batch_size or len(texts)
-    batches = [
-        tokenizer(texts[i : i + size], return_tensors="pt", padding=True, padding_side="left",
-                  add_special_tokens=False).to(device)
-        for i in range(0, len(texts), size)
-    ]
+    size = batch_size or len(prompts)
+    batches = [encode_chat(tokenizer, prompts[i : i + size], device) for i in range(0, len(prompts), size)]
     checked = []
 
     def run():

@@ -6,6 +6,7 @@ import contextlib
 
 from .data import TASKS, get_task, prompts_of
 from .env import precision_profile
+from .models import encode_chat
 
 
 def in_notebook() -> bool:
@@ -45,17 +46,15 @@ def generate(model, tokenizer, prompts, max_new_tokens: int = 48, batch_size: in
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     answers = []
     if progress is None:
-        progress = len(texts) > batch_size
-    bar = _progress_bar(len(texts), "Sinh câu trả lời") if progress else None
+        progress = len(prompts) > batch_size
+    bar = _progress_bar(len(prompts), "Sinh câu trả lời") if progress else None
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(device)
+        for start in range(0, len(prompts), batch_size):
+            batch = encode_chat(tokenizer, prompts[start : start + batch_size], device)
             out = model.generate(
                 **batch, max_new_tokens=max_new_tokens, do_sample=False,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,

@@ -222,3 +222,20 @@ def load_tokenizer(path):
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+def encode_chat(tokenizer, prompts, device=None):
+    """A left-padded batch of chat prompts ready for ``generate``: the course's one prompt-to-batch encoder.
+
+    ``prompts``: a list whose items are a message list (``[{"role": "user", "content": ...}]``) or a plain string
+    (taken as one user message). Each goes through the tokenizer's chat template with the generation prompt
+    (``add_generation_prompt=True``); the template already holds the special tokens (``add_special_tokens=False``).
+    Padding on the left, so every row's answer starts at the same position; a tokenizer without a pad token pads
+    with its end-of-sequence token. On ``device`` when given.
+    """
+    prompts = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    return batch.to(device) if device is not None else batch

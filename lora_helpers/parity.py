@@ -381,10 +381,9 @@ def check_parity(model_a, model_b, tokenizer, prompts=None, dataset=None, tolera
     if max_new_tokens is None:
         max_new_tokens = MAX_NEW_TOKENS.get(task, 32) if task else 32
 
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    from .models import encode_chat
+
+    batch = encode_chat(tokenizer, prompts)
     result = check_parity_ids(
         model_a, model_b, batch["input_ids"], batch["attention_mask"], tolerance=tolerance,
         max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .bench import _cuda_in_use, _sync
 from .errors import CourseError
+from .models import encode_chat
 
 BASE = "__base__"  # peft's name for "no adapter" inside a mixed batch (``adapter_names``)
 
@@ -103,15 +104,6 @@ class Served:
 TABLE_HEADER = f"{'cách phục vụ':<34}{'lần gọi':>6}{'tổng s':>9}{'token/s':>9}{'trễ TB s':>11}{'trễ max s':>10}"
 
 
-def _encode(tokenizer, prompts, device):
-    prompts = [[{"role": "user", "content": p}] if isinstance(p, str) else p for p in prompts]
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    return tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
-                     add_special_tokens=False).to(device)
-
-
 def _count_new(tokenizer, new) -> list[int]:
     """Tokens generated per row before the first end-of-sequence token."""
     counts = []
@@ -133,7 +125,7 @@ def generate_batch(model, tokenizer, prompts, max_new_tokens: int, adapter_names
     """
     import torch
 
-    batch = _encode(tokenizer, prompts, next(model.parameters()).device)
+    batch = encode_chat(tokenizer, prompts, next(model.parameters()).device)
     kwargs = {} if adapter_names is None else {"adapter_names": list(adapter_names)}
     with torch.no_grad():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
