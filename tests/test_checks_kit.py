@@ -43,4 +43,19 @@ def test_every_check_has_a_test():
     names = [n for n, f in vars(checks).items() if n.startswith("check_") and callable(f)]
     assert len(names) >= 14
     for name in names:
-        assert source.count(f"{name}(") >= 3, f"{name} has no accept/reject tests"
+        walked = source.count(f"walk_table({name},")  # a table walk tests every row of the check
+        assert walked or source.count(f"{name}(") >= 3, f"{name} has no accept/reject tests"
+
+
+def test_one_slug_per_lesson_for_checks_and_their_tests():
+    """Each lesson's checks live in lora_helpers/checks/<notebook>.py and are tested in tests/test_checks_<notebook>.py;
+    their docstrings name lessons by notebook, never by a number that goes stale when lessons are reordered."""
+    root = Path(__file__).resolve().parent.parent
+    slugs = {p.stem for p in (root / "notebooks").glob("*.ipynb")}
+    modules = {p.stem for p in (root / "lora_helpers" / "checks").glob("*.py")} - {"__init__", "_common", "kit"}
+    assert modules == slugs
+    tests = {p.stem.removeprefix("test_checks_") for p in (root / "tests").glob("test_checks_*.py")} - {"kit"}
+    assert tests == slugs
+    numbered = re.compile(r"\b(lesson|bài)[ -]\d", re.IGNORECASE)
+    for path in [*(root / "lora_helpers" / "checks").glob("*.py"), *(root / "tests").glob("test_checks_*.py")]:
+        assert not numbered.findall(path.read_text(encoding="utf-8")), f"{path.name} names a lesson by number"

@@ -43,7 +43,7 @@ def test_unreadable_answer_is_reported_not_raised():
     wrong(check_task_scores(weird, test), "không đọc được đáp án")
 
 
-# --------------------------------------------------------------------------- lesson 1
+# ---------------------------------------------------------------------------
 def test_loaded_adapters(tiny_model_factory, adapter_dirs):
     ok(check_loaded_adapters(two_adapter_model(tiny_model_factory, adapter_dirs), expected=adapter_dirs))
     todo(check_loaded_adapters(None, expected=adapter_dirs))
@@ -170,7 +170,7 @@ def answers_with(model, tokenizer, rows, adapter):
     return [generate(model, tokenizer, [r["messages"][:-1]], max_new_tokens=N_NEW)[0] for r in rows]
 
 
-# --------------------------------------------------------------------------- lesson 1: routed answers, by content
+# ---------- routed answers, by content
 def test_routed_answers_compares_with_what_the_right_adapter_generates(tiny_model_factory, tiny_tokenizer, adapter_dirs):
     model = two_adapter_model(tiny_model_factory, adapter_dirs)
     right = [answers_with(model, tiny_tokenizer, [r], r["task"])[0] for r in MIXED]
@@ -190,7 +190,7 @@ def test_routed_answers_compares_with_what_the_right_adapter_generates(tiny_mode
     wrong(check(right[:-1]), "phần tử")
 
 
-# --------------------------------------------------------------------------- lesson 1: which adapter was measured
+# ---------- which adapter was measured
 @pytest.fixture()
 def combined_model(tiny_model_factory, adapter_dirs):
     model = two_adapter_model(tiny_model_factory, adapter_dirs)
@@ -233,7 +233,7 @@ def test_task_scores_verifies_the_adapter_that_was_active(combined_model, tiny_t
     todo(check_task_scores(right, tiny_tests, model, tok, adapter="khong_co"))
 
 
-# --------------------------------------------------------------------------- lesson 1: save, reload, prove parity
+# ---------- save, reload, prove parity
 PROMPTS = [[{"role": "user", "content": w}] for w in ("w5 w6", "w7 w8 w9", "w10", "w11 w12 w13 w14")]
 
 
@@ -261,7 +261,7 @@ def test_reload_parity(tiny_model_factory, tiny_tokenizer, adapter_dirs, tmp_pat
     assert reference.active_adapters == ["don_hang"]
 
 
-# --------------------------------------------------------------------------- lesson 1: decide and defend
+# ---------- decide and defend
 @pytest.fixture(scope="module")
 def real_tests():
     return {t: make_task_splits(t, n_train=1, n_val=1, n_test=4)["test"] for t in TASKS}

@@ -1,4 +1,5 @@
-"""Checks of the lesson-5 exercises (DPO with PEFT): each accepts the right answer and rejects the usual slips.
+"""The ``trl_peft_preference`` exercise checks (DPO with PEFT): each walks its table of mistakes, plus what the walk
+cannot show.
 
 A tiny random Llama and a word-level tokenizer (``tests/conftest.py``) stand in for SmolLM2;
 the DPO trainers here run a step or two in well under a second.
@@ -9,7 +10,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from check_support import ok, todo, wrong
+from check_support import ok, todo, walk_table, wrong
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
@@ -22,6 +23,7 @@ from lora_helpers.checks import (
     check_preference_pairs,
     check_reference_logps,
 )
+from lora_helpers.checks.trl_peft_preference import _dpo_numbers
 from lora_helpers.data import make_task_splits
 from lora_helpers.preferences import dataloader_logps
 
@@ -44,32 +46,17 @@ def reference_pairs(rows):
     return pairs
 
 
-def test_preference_pairs_accepts_the_reference(rows):
-    ok(check_preference_pairs(reference_pairs(rows), rows))
+def test_preference_pairs_table(rows):
+    walk_table(check_preference_pairs, reference_pairs(rows), rows)
     ok(check_preference_pairs(Dataset.from_list(reference_pairs(rows)), rows))
-    todo(check_preference_pairs(None, rows))
-
-
-def test_preference_pairs_rejects_the_usual_slips(rows):
-    good = reference_pairs(rows)
-
-    def variant(change):
-        pairs = copy.deepcopy(good)
-        change(pairs[1])
-        return pairs
-
-    wrong(check_preference_pairs(good[:2], rows), "có 2 cặp")
-    wrong(check_preference_pairs(good[0], rows), "là một dict")
-    wrong(check_preference_pairs(variant(lambda p: p.update(chosen=p["chosen"][0]["content"])), rows), "chuỗi thường")
-    wrong(check_preference_pairs(variant(lambda p: p.update(prompt=rows[1]["messages"])), rows), "còn chứa câu trả lời")
-    wrong(check_preference_pairs(variant(lambda p: p.update(prompt=rows[0]["messages"][:-1])), rows), "không phải câu hỏi")
-    wrong(check_preference_pairs(variant(lambda p: p.update(chosen=p["rejected"], rejected=p["chosen"])), rows), "bị đảo")
     y, m, d = rows[1]["answer"].split("-")
-    wrong(check_preference_pairs(variant(lambda p: p["rejected"][0].update(content=f"{d}/{m}/{y}")), rows), "DD-MM-YYYY")
-    wrong(check_preference_pairs(variant(lambda p: p["rejected"][0].update(content=f"{m}-{d}-{y}")), rows)
-          if m != d else check_preference_pairs(variant(lambda p: p["rejected"][0].update(content="x")), rows), "DD-MM-YYYY")
-    wrong(check_preference_pairs(variant(lambda p: p["chosen"][0].update(content=f"{y}/{m}/{d}")), rows), "cần đúng đáp án")
-    wrong(check_preference_pairs(variant(lambda p: p["rejected"][0].update(role="user")), rows), "assistant")
+    if m != d:  # month and day swapped: another wrong format
+        pairs = reference_pairs(rows)
+        pairs[1]["rejected"][0]["content"] = f"{m}-{d}-{y}"
+        wrong(check_preference_pairs(pairs, rows), "cặp 1", "DD-MM-YYYY")
+    pairs = reference_pairs(rows)
+    pairs[2]["chosen"] = rows[2]["answer"]                  # the first pair that shows a slip is the one named
+    wrong(check_preference_pairs(pairs, rows), "cặp 2", "chuỗi thường")
 
 
 # ----------------------------------------------------------------------------- exercises 2-3: a tiny DPO run
@@ -109,16 +96,12 @@ def trained(tiny_model_factory, tiny_tokenizer, tmp_path_factory):
     return make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path_factory.mktemp("dpo"))
 
 
-def test_dpo_trainer_accepts_peft_config_without_reference_model(trained):
-    ok(check_dpo_trainer(trained, R, TARGETS, STEPS))
-    todo(check_dpo_trainer(None, R, TARGETS, STEPS))
+def test_dpo_trainer_table(trained):
+    walk_table(check_dpo_trainer, trained, R, TARGETS, STEPS)
+    ok(check_dpo_trainer(trained, R, TARGETS, STEPS))        # the walk left the trained trainer as it was
 
 
-def test_dpo_trainer_rejects_the_usual_slips(trained, tiny_model_factory, tiny_tokenizer, tmp_path):
-    wrong(check_dpo_trainer(trained.model, R, TARGETS, STEPS), "không phải `DPOTrainer`")
-    wrong(check_dpo_trainer(trained, R + 1, TARGETS, STEPS), f"r = {R}")
-    wrong(check_dpo_trainer(trained, R, ["q_proj"], STEPS), "gắn vào")
-    wrong(check_dpo_trainer(trained, R, TARGETS, STEPS + 1), f"đã chạy {STEPS} bước")
+def test_dpo_trainer_rejects_trainers_built_the_wrong_way(tiny_model_factory, tiny_tokenizer, tmp_path):
     untrained = make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path / "a", train=False)
     wrong(check_dpo_trainer(untrained, R, TARGETS, STEPS), "chưa huấn luyện")
     tiny_model_factory().save_pretrained(tmp_path / "tiny")  # without PEFT, TRL reloads the reference from this path
@@ -132,9 +115,6 @@ def test_dpo_trainer_rejects_the_usual_slips(trained, tiny_model_factory, tiny_t
     wrapped = make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path / "d", train=False, peft_config=None,
                            model=get_peft_model(tiny_model_factory(), lora()))
     wrong(check_dpo_trainer(wrapped, R, TARGETS, STEPS), "`ref`")
-    leaky = make_trainer(tiny_model_factory, tiny_tokenizer, tmp_path / "e", train=False)
-    leaky.model.get_base_model().lm_head.weight.requires_grad_(True)
-    wrong(check_dpo_trainer(leaky, R, TARGETS, 0), "vẫn được huấn luyện")
 
 
 @pytest.fixture(scope="module")
@@ -146,63 +126,38 @@ def logps(trained):
     return policy, reference
 
 
-def test_reference_logps(trained, logps):
+def test_reference_logps_table(trained, logps):
     policy, reference = logps
     assert not torch.allclose(policy[0], reference[0]), "the tiny run must move the policy for these tests to mean anything"
-    ok(check_reference_logps(reference, trained))
+    walk_table(check_reference_logps, reference, trained)
     ok(check_reference_logps([t.tolist() for t in reference], trained))
-    todo(check_reference_logps(None, trained))
-    wrong(check_reference_logps(policy, trained), "disable_adapter")
-    wrong(check_reference_logps(reference[::-1], trained), "bị đảo")
-    wrong(check_reference_logps((reference[0][:3], reference[1][:3]), trained), "tập kiểm định")
-    wrong(check_reference_logps(reference[0], trained), "một cặp")
     wrong(check_reference_logps((reference[0] + 1, reference[1]), trained), "không khớp")
     wrong(check_reference_logps(reference, None), "câu 2")
 
 
-def test_dpo_numbers(trained, logps):
+def test_dpo_numbers_table(trained, logps):
     (pc, pr), (rc, rr) = logps
     margins = BETA * ((pc - rc) - (pr - rr))
     acc, loss = (margins > 0).float().mean().item(), -F.logsigmoid(margins).mean().item()
-    assert 0 < acc < 1 or margins.abs().max() > 0
+    assert 0 < acc < 1, "the tiny run must give margins of each sign for every row to be reachable"
+    walk_table(_dpo_numbers, (margins, acc, loss), trained, BETA)
     ok(check_dpo_numbers(margins, acc, loss, trained, BETA))
     todo(check_dpo_numbers(None, None, None, trained, BETA))
     assert "loss_dpo" in todo(check_dpo_numbers(margins, acc, None, trained, BETA)).message
-    wrong(check_dpo_numbers(margins * 0, acc, loss, trained, BETA), "bằng 0")
-    wrong(check_dpo_numbers(margins / BETA, acc, loss, trained, BETA), "thiếu hệ số β")
-    wrong(check_dpo_numbers(-margins, acc, loss, trained, BETA), "ngược dấu")
-    wrong(check_dpo_numbers(BETA * (pc - pr), acc, loss, trained, BETA), "thiếu mô hình tham chiếu")
-    wrong(check_dpo_numbers(margins.mean(), acc, loss, trained, BETA), "mỗi cặp")
-    wrong(check_dpo_numbers(margins + 0.5, acc, loss, trained, BETA), "không khớp")
-    wrong(check_dpo_numbers(margins, (margins > 0).sum().item(), loss, trained, BETA), "số cặp")
-    wrong(check_dpo_numbers(margins, 100 * acc, loss, trained, BETA), "phần trăm")
-    wrong(check_dpo_numbers(margins, (margins >= -1e9).float().mean().item() + 0.01, loss, trained, BETA), "độ chính xác")
-    wrong(check_dpo_numbers(margins, acc, -F.logsigmoid(margins).sum().item(), trained, BETA), "tổng")
-    wrong(check_dpo_numbers(margins, acc, -loss, trained, BETA), "dấu trừ")
-    wrong(check_dpo_numbers(margins, acc, -F.logsigmoid(-margins).mean().item(), trained, BETA), "đảo dấu")
     wrong(check_dpo_numbers(margins, acc, (1 - torch.sigmoid(margins)).mean().item(), trained, BETA), "không khớp")
     wrong(check_dpo_numbers(margins, acc, loss, None, BETA), "câu 2")
 
 
-def test_dpo_decision(trained, logps):
+def test_dpo_decision_table(trained, logps):
     (pc, pr), (rc, rr) = logps
     margins = BETA * ((pc - rc) - (pr - rr))
     numbers = {"độ_chính_xác_ưu_tiên": (margins > 0).float().mean().item(),
                "loss_dpo": -F.logsigmoid(margins).mean().item(), "biên_trung_bình": margins.mean().item()}
     never = 1.01                                           # a rule no run meets: the answer must be "train more"
-    ok(check_dpo_decision({"lựa_chọn": "huấn luyện thêm", "số_liệu": numbers}, trained, BETA, min_accuracy=never))
-    wrong(check_dpo_decision({"lựa_chọn": "giao", "số_liệu": numbers}, trained, BETA, min_accuracy=never), "phản bác")
-    todo(check_dpo_decision(None, trained, BETA))
-    percent = {**numbers, "độ_chính_xác_ưu_tiên": 100 * numbers["độ_chính_xác_ưu_tiên"]}
-    if numbers["độ_chính_xác_ưu_tiên"] > 0:
-        wrong(check_dpo_decision({"lựa_chọn": "giao", "số_liệu": percent}, trained, BETA), "phần trăm")
-    made_up = {**numbers, "loss_dpo": numbers["loss_dpo"] + 0.2}
-    wrong(check_dpo_decision({"lựa_chọn": "giao", "số_liệu": made_up}, trained, BETA), "không phải con số")
-    wrong(check_dpo_decision({"lựa_chọn": "có lẽ", "số_liệu": numbers}, trained, BETA), "chọn \"giao\"")
+    walk_table(check_dpo_decision, {"lựa_chọn": "huấn luyện thêm", "số_liệu": numbers}, trained, BETA, min_accuracy=never)
+    assert numbers["loss_dpo"] < 0.6931, "the tiny run must lower the loss for the rule below to be met"
+    easy = -1.0                                            # a rule every run with loss < log 2 meets
+    walk_table(check_dpo_decision, {"lựa_chọn": "giao", "số_liệu": numbers}, trained, BETA, min_accuracy=easy)
+    ok(check_dpo_decision({"lua_chon": "huan_luyen_them", "so_lieu": numbers}, trained, BETA, min_accuracy=never))
     wrong(check_dpo_decision({"lựa_chọn": "giao", "số_liệu": numbers}, None, BETA), "câu 2")
     wrong(check_dpo_decision(["giao"], trained, BETA), "dict")
-    easy = -1.0                                            # a rule every run with loss < log 2 meets
-    if numbers["loss_dpo"] < 0.6931:
-        ok(check_dpo_decision({"lựa_chọn": "giao", "số_liệu": numbers}, trained, BETA, min_accuracy=easy))
-        wrong(check_dpo_decision({"lựa_chọn": "huấn luyện thêm", "số_liệu": numbers}, trained, BETA, min_accuracy=easy),
-              "đã đạt ngưỡng")

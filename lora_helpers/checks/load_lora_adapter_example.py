@@ -1,4 +1,4 @@
-"""Checks of lesson 1 (``load_lora_adapter_example``): loading adapters, routing prompts, combining adapters."""
+"""Checks of ``load_lora_adapter_example``: loading adapters, routing prompts, combining adapters."""
 
 from __future__ import annotations
 
