@@ -109,6 +109,19 @@ def check(build: Callable[..., Table | CheckResult]):
     return wrapper
 
 
+def edited_copy(model, edit):
+    """A deep copy of ``model`` changed by ``edit(copy)`` under ``no_grad``: how a row's example builds a wrong
+    answer from the reference model without touching the learner's model."""
+    import copy
+
+    import torch
+
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        edit(twin)
+    return twin
+
+
 def table_of(check_function, answer, *args, **kwargs) -> Table:
     """The table a check decides ``answer`` from (for tests and for a teacher reading the rows)."""
     return check_function.build(answer, *args, **kwargs)

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from ._common import _active, _field, _is_peft_model, _lora_layers, _number, _plain, _same_number, _todo, _wrong
-from .kit import Mistake, Table, check
+from .kit import Mistake, Table, check, edited_copy
 
 
 def _lora_state(model, adapter_name: str) -> dict:
@@ -34,24 +34,14 @@ def _same_state(state, other) -> bool:
         torch.equal(state[k].detach().cpu().to(other[k].dtype), other[k].cpu()) for k in other)
 
 
-def _twin(model, edit):
-    """A deep copy of ``model`` changed by ``edit(copy)``: the tables' examples leave the learner's model alone."""
-    import torch
-
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        edit(twin)
-    return twin
-
-
 def _nudged(model, fragment: str):
     """A copy of ``model`` whose parameters named with ``fragment`` moved by 1 (other weights than trained)."""
-    return _twin(model, lambda m: [p.add_(1.0) for n, p in m.named_parameters() if fragment in n])
+    return edited_copy(model, lambda m: [p.add_(1.0) for n, p in m.named_parameters() if fragment in n])
 
 
 def _reloaded(model, drop: str, folder, name: str):
     """A copy of ``model`` without its adapter ``drop``, with ``folder`` loaded as adapter ``name``."""
-    return _twin(model, lambda m: (m.delete_adapter(drop), m.load_adapter(folder, adapter_name=name)))
+    return edited_copy(model, lambda m: (m.delete_adapter(drop), m.load_adapter(folder, adapter_name=name)))
 
 
 @check
@@ -87,7 +77,7 @@ def check_loaded_adapters(model, expected=None) -> Table:
                     example=lambda m: _reloaded(m, first, expected[first], "default")),
             Mistake(lambda m: bool(missing), lacking, "Nạp đủ các bộ điều hợp, mỗi bộ một tên: truyền `adapter_name=` "
                     "khi gọi `from_pretrained`/`load_adapter`.",
-                    example=lambda m: _twin(m, lambda t: t.delete_adapter(last))),
+                    example=lambda m: edited_copy(m, lambda t: t.delete_adapter(last))),
         ],
         slips=[
             Mistake(lambda m: swap is not None,
@@ -326,7 +316,7 @@ def check_routed_answers(answers, questions, model=None, tokenizer=None, max_new
 
 def _recombined(model, adapter_name: str, sources, weights, combination_type: str):
     """A copy of ``model`` whose ``adapter_name`` is made again with ``combination_type`` (and switched on)."""
-    return _twin(model, lambda m: (m.delete_adapter(adapter_name), m.add_weighted_adapter(
+    return edited_copy(model, lambda m: (m.delete_adapter(adapter_name), m.add_weighted_adapter(
         list(sources), list(weights), adapter_name=adapter_name, combination_type=combination_type),
         m.set_adapter(adapter_name)))
 
@@ -359,9 +349,9 @@ def check_weighted_adapter(model, adapter_name: str, sources, weights, rtol: flo
             Mistake(lambda m: active != [adapter_name],
                     f"bộ điều hợp đang bật là {active}, không phải `{adapter_name}`.",
                     f"`add_weighted_adapter` chỉ tạo bộ mới; bật nó bằng `mo_hinh.set_adapter(\"{adapter_name}\")`.",
-                    example=lambda m: _twin(m, lambda t: t.set_adapter(sources[0]))),
+                    example=lambda m: edited_copy(m, lambda t: t.set_adapter(sources[0]))),
             Mistake(lambda m: n_layers == 0, f"`{adapter_name}` không gắn vào lớp nào.",
-                    "Tạo lại bằng add_weighted_adapter.", example=lambda m: _twin(m, lambda t: [
+                    "Tạo lại bằng add_weighted_adapter.", example=lambda m: edited_copy(m, lambda t: [
                         (layer.lora_A.pop(adapter_name), layer.lora_B.pop(adapter_name))
                         for _, layer in _lora_layers(t, adapter_name)])),
             Mistake(lambda m: worst > rtol,

@@ -26,7 +26,7 @@ from ._common import (
     _target_set,
     _wrong,
 )
-from .kit import Mistake, Table, check, table_of
+from .kit import Mistake, Table, check, edited_copy, table_of
 
 
 def _lora_shapes(model, config) -> list[tuple[str, int, int]]:
@@ -155,16 +155,6 @@ def _trainer(trainer, model=None, steps=None):
                            state=SimpleNamespace(global_step=trainer.state.global_step if steps is None else steps))
 
 
-def _edited(model, edit):
-    """A deep copy of ``model`` with ``edit(copy)`` applied (examples of the tables: the learner's model is kept)."""
-    import torch
-
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        edit(twin)
-    return twin
-
-
 @check
 def check_trained_lora(trainer, r: int, target_modules, steps: int) -> Table:
     """A trainer that trained a LoRA adapter with the asked rank and targets for ``steps`` steps."""
@@ -187,10 +177,10 @@ def check_trained_lora(trainer, r: int, target_modules, steps: int) -> Table:
         slips=[
             Mistake(lambda t: config.r != r, f"bộ điều hợp đã huấn luyện có r={getattr(config, 'r', None)}, cần r={r}.",
                     "Truyền đúng `cau_hinh` của bạn.",
-                    example=lambda t: _trainer(t, model=_edited(t.model, lambda m: setattr(m.peft_config["default"], "r", r + 1)))),
+                    example=lambda t: _trainer(t, model=edited_copy(t.model, lambda m: setattr(m.peft_config["default"], "r", r + 1)))),
             Mistake(lambda t: got != want, f"bộ điều hợp gắn vào {shown(got)}, cần {shown(want)}.",
                     "Truyền đúng `cau_hinh` của bạn vào `peft_config`.",
-                    example=lambda t: _trainer(t, model=_edited(
+                    example=lambda t: _trainer(t, model=edited_copy(
                         t.model, lambda m: setattr(m.peft_config["default"], "target_modules", {"lm_head"})))),
             Mistake(lambda t: state.global_step != steps,
                     f"trainer đã chạy {getattr(state, 'global_step', None)} bước, đề bài yêu cầu {steps}.",
@@ -199,7 +189,7 @@ def check_trained_lora(trainer, r: int, target_modules, steps: int) -> Table:
             Mistake(lambda t: not any(bool((layer.lora_B[a].weight != 0).any()) for _, layer in _lora_layers(model)
                                       for a in layer.lora_B),
                     "mọi ma trận B vẫn bằng 0: bộ điều hợp chưa học gì.", "Gọi `trainer_cua_ban.train()`.",
-                    example=lambda t: _trainer(t, model=_edited(
+                    example=lambda t: _trainer(t, model=edited_copy(
                         t.model, lambda m: [p.zero_() for name, p in m.named_parameters() if "lora_B" in name]))),
         ],
         ok=f"Đã huấn luyện {steps} bước một bộ điều hợp r={r} ({fmt_count(n)} tham số huấn luyện được).",

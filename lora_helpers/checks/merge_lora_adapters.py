@@ -25,7 +25,7 @@ from ._common import (
     _todo,
     _wrong,
 )
-from .kit import Mistake, Table, check
+from .kit import Mistake, Table, check, edited_copy
 
 
 def _param_dtype(model):
@@ -49,16 +49,6 @@ def _parity_guard(result, variable: str) -> Mistake:
                    f"`{variable}` là {type(result).__name__}, không phải kết quả của `check_parity`.",
                    "Lưu chính kết quả của `check_parity(...)` (một ParityResult), không phải chuỗi `.verdict()` "
                    "hay một giá trị True/False.", example=lambda r: r.verdict())
-
-
-def _edited(model, edit):
-    """A deep copy of ``model`` with ``edit(copy)`` applied under no_grad (examples of the tables)."""
-    import torch
-
-    twin = copy.deepcopy(model)
-    with torch.no_grad():
-        edit(twin)
-    return twin
 
 
 def _merge_errors(merged, reference, name):
@@ -123,7 +113,7 @@ def check_merged_model(merged, adapter_model, adapter_name: str | None = None) -
                     example=lambda m: copy.deepcopy(m).to(torch.bfloat16)),
             Mistake(lambda m: missing is not None, f"mô hình hợp nhất không có lớp `{missing}`.",
                     "Hợp nhất đúng mô hình cơ sở mà bộ điều hợp được nạp lên.",
-                    example=lambda m: _edited(m, drop_first_layer)),
+                    example=lambda m: edited_copy(m, drop_first_layer)),
         ],
         slips=[
             Mistake(lambda m: base_like, "trọng số giống hệt mô hình cơ sở: ΔW chưa được cộng vào (đó là kết quả của "
@@ -133,7 +123,7 @@ def check_merged_model(merged, adapter_model, adapter_name: str | None = None) -
             Mistake(lambda m: worst > 1e-3,
                     f"trọng số lớp `{worst_name}` khác W + (alpha/r)·B·A (sai lệch {worst:.2g} lần độ lớn của ΔW).",
                     "Hợp nhất đúng bộ điều hợp của mô hình tham chiếu, đúng một lần, với hệ số alpha/r.",
-                    example=lambda m: _edited(m, merge_again)),
+                    example=lambda m: edited_copy(m, merge_again)),
         ],
         ok=f"Mô hình không còn lớp LoRA, và ở cả {len(reference)} lớp trọng số đúng bằng W + (alpha/r)·B·A.",
     )
