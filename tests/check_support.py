@@ -1,4 +1,8 @@
-"""What the check tests share: result assertions, tiny saved adapters, fake results (not a test module)."""
+"""What the check tests share: result assertions, tiny saved adapters, fake results (not a test module).
+
+Tiny random Llama models (``tests/conftest.py``) stand in for SmolLM2: the checks only read shapes, weights
+and configs, so what holds here holds for the course model.
+"""
 
 import pytest
 import torch

@@ -1,8 +1,4 @@
-"""The check kit itself: the result object, odd answers reported (never raised), run numbers off the compared line, a test for every check.
-
-Tiny random Llama models (``tests/conftest.py``) stand in for SmolLM2: the checks only read shapes, weights
-and configs, so what holds here holds for the course model.
-"""
+"""The check kit itself: the result object, odd answers reported (never raised), run numbers off the compared line, a test for every check."""
 
 import re
 from pathlib import Path

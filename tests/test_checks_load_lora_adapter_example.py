@@ -1,8 +1,6 @@
 """Checks of the load_lora_adapter_example exercises: loading, routing, combining, scoring, reloading, choosing.
 
-Tiny random Llama models (``tests/conftest.py``) stand in for SmolLM2: the checks only read shapes, weights
-and configs, so what holds here holds for the course model. Each check's table of mistakes is walked
-(``walk_table``); the other tests are what a walk does not show (anti-gaming, the otherwise message).
+Each check's table of mistakes is walked (``walk_table``); the other tests are what a walk does not show (anti-gaming, the otherwise message).
 """
 
 import re

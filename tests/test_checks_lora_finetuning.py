@@ -1,8 +1,4 @@
-"""Checks of the lora_finetuning exercises: parameter count, LoraConfig, SFTConfig, training, curves, ΔW, budget.
-
-Tiny random Llama models (``tests/conftest.py``) stand in for SmolLM2: the checks only read shapes, weights
-and configs, so what holds here holds for the course model.
-"""
+"""Checks of the lora_finetuning exercises: parameter count, LoraConfig, SFTConfig, training, curves, ΔW, budget."""
 
 import copy
 from types import SimpleNamespace

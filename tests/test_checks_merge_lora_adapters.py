@@ -1,8 +1,4 @@
-"""The ``merge_lora_adapters`` exercise checks: each walks its table of mistakes, plus what the walk cannot show.
-
-Tiny random Llama models (``tests/conftest.py``) stand in for SmolLM2: the checks only read shapes, weights
-and configs, so what holds here holds for the course model.
-"""
+"""The ``merge_lora_adapters`` exercise checks: each walks its table of mistakes, plus what the walk cannot show."""
 
 import copy
 import dataclasses

@@ -25,78 +25,19 @@ in ``tests/test_checks_<the same name>.py``.
 Everything is re-exported here, so notebooks and tests import from ``lora_helpers.checks``.
 """
 
-from ._common import OK, TODO, WRONG, CheckResult
-from ._common import _as_int as _as_int
-from ._common import _never_raises as _never_raises
-from ._common import _ok as _ok
-from ._common import _todo as _todo
-from ._common import _wrong as _wrong
-from .load_lora_adapter_example import (
-    answer_format,
-    check_adapter_choice,
-    check_loaded_adapters,
-    check_reload_parity,
-    check_routed_answers,
-    check_router,
-    check_task_scores,
-    check_weighted_adapter,
-)
-from .lora_finetuning import (
-    check_curve_comparison,
-    check_delta_weight,
-    check_lora_budget,
-    check_lora_config_spec,
-    check_lora_output,
-    check_lora_param_count,
-    check_sft_config,
-    check_trained_lora,
-    sft_brief,
-)
-from .lora_from_scratch_and_variants import (
-    check_lora_forward,
-    check_scaling,
-    check_scratch_parity,
-    check_seed_verdict,
-)
-from .merge_lora_adapters import (
-    check_diagnosis,
-    check_drift_detected,
-    check_merge_decision,
-    check_merged_model,
-    check_parity_passed,
-)
-from .olora_finetuning import (
-    check_olora_conversion,
-    check_olora_init,
-    check_olora_parity,
-    check_olora_share_decision,
-    check_shifted_layer_count,
-)
-from .serving_many_adapters import (
-    check_manual_routes,
-    check_mixed_batch,
-    check_safe_hotswap,
-    manual_routing_requests,
-    mixed_batch_requests,
-)
-from .trl_peft_preference import _eval_logps as _eval_logps
-from .trl_peft_preference import (
-    check_dpo_decision,
-    check_dpo_numbers,
-    check_dpo_trainer,
-    check_preference_pairs,
-    check_reference_logps,
-)
+from . import load_lora_adapter_example as _adapters
+from . import lora_finetuning as _finetuning
+from . import lora_from_scratch_and_variants as _scratch
+from . import merge_lora_adapters as _merge
+from . import olora_finetuning as _olora
+from . import serving_many_adapters as _serving
+from . import trl_peft_preference as _preference
+from ._common import OK, TODO, WRONG, CheckResult, _as_int, _ok, _todo, _wrong  # noqa: F401 - the private ones for tests
 
-__all__ = [
-    "OK", "TODO", "WRONG", "CheckResult", "answer_format", "check_adapter_choice", "check_curve_comparison",
-    "check_delta_weight", "check_diagnosis", "check_dpo_decision", "check_olora_share_decision", "check_lora_budget", "check_merge_decision", "check_reload_parity",
-    "check_sft_config",
-    "check_dpo_numbers", "check_dpo_trainer", "check_drift_detected", "check_loaded_adapters", "check_lora_config_spec",
-    "check_lora_output", "check_lora_param_count", "check_merged_model", "check_olora_conversion", "check_olora_init",
-    "check_olora_parity", "check_parity_passed", "check_preference_pairs", "check_reference_logps",
-    "check_routed_answers", "check_router", "check_shifted_layer_count", "check_task_scores", "check_trained_lora",
-    "check_weighted_adapter", "sft_brief", "check_manual_routes", "check_mixed_batch", "check_safe_hotswap",
-    "manual_routing_requests", "mixed_batch_requests",
-    "check_scaling", "check_lora_forward", "check_scratch_parity", "check_seed_verdict",
-]
+# Each lesson module's public functions (its checks and the helpers its notebook calls) are re-exported by name.
+__all__ = ["OK", "TODO", "WRONG", "CheckResult"]
+for _module in (_adapters, _finetuning, _scratch, _merge, _olora, _serving, _preference):
+    _public = [n for n, f in vars(_module).items() if callable(f) and getattr(f, "__module__", "") == _module.__name__
+               and not n.startswith("_")]
+    globals().update({n: getattr(_module, n) for n in _public})
+    __all__ += _public

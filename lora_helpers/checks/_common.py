@@ -1,14 +1,12 @@
 """What every exercise check shares: the result type, its three constructors, and small helpers.
 
 :class:`CheckResult` is what every ``check_*`` returns; :func:`_ok`, :func:`_wrong` and :func:`_todo`
-build its three kinds of message (Vietnamese, shown to the learner), and :func:`_never_raises` turns
-a failure while reading an odd answer into a "wrong" message. The other helpers (reading a
-PeftModel's LoRA layers, comparing tensors, parity results) are used by more than one lesson.
+build its three kinds of message (Vietnamese, shown to the learner), :func:`_unreadable` the message of an answer
+that cannot be read. The other helpers (reading LoRA layers, comparing tensors and numbers) serve several lessons.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 OK, WRONG, TODO = "dung", "sai", "chua_lam"
@@ -53,6 +51,12 @@ def _wrong(problem: str, hint: str) -> CheckResult:
     return CheckResult(WRONG, f"❌ Chưa đúng: {problem}\n💡 Gợi ý: {hint}")
 
 
+def _unreadable(exc: Exception) -> CheckResult:
+    """A failure while reading an odd answer, reported to the learner (never a traceback inside a check)."""
+    return _wrong(f"không đọc được đáp án của bạn ({type(exc).__name__}: {str(exc)[:200]}).",
+                  "Xem lại kiểu dữ liệu mà đề bài yêu cầu, rồi chạy lại ô của bạn.")
+
+
 def _todo(what: str = "đáp án vẫn là `None`") -> CheckResult:
     return CheckResult(
         TODO,
@@ -61,33 +65,17 @@ def _todo(what: str = "đáp án vẫn là `None`") -> CheckResult:
     )
 
 
-def _never_raises(check):
-    """A learner's odd answer must give a message, never a traceback inside the check."""
-
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        try:
-            return check(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any failure reading the answer is reported to the learner
-            return _wrong(
-                f"không đọc được đáp án của bạn ({type(exc).__name__}: {str(exc)[:200]}).",
-                "Xem lại kiểu dữ liệu mà đề bài yêu cầu, rồi chạy lại ô của bạn.",
-            )
-
-    return wrapper
+def _scalar(value):
+    """``value`` unwrapped from a 0-d numpy/torch scalar; None for a bool (True is no count)."""
+    if isinstance(value, bool):
+        return None
+    return value.item() if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0 else value
 
 
 def _as_int(value):
     """``value`` as an int when it is a whole number (int, numpy/torch integer, 1234.0), else None."""
-    if isinstance(value, bool):
-        return None
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+    value = _scalar(value)
+    return value if isinstance(value, int) else int(value) if isinstance(value, float) and value.is_integer() else None
 
 
 def _is_peft_model(model) -> bool:
@@ -138,19 +126,6 @@ def _parity_result(result, variable: str):
     hint = ("Lưu chính kết quả của `check_parity(...)` (một ParityResult), không phải chuỗi `.verdict()` "
             "hay một giá trị True/False.")
     return _wrong(f"`{variable}` là {type(result).__name__}, không phải kết quả của `check_parity`.", hint)
-
-
-def _loosened_parity(result, min_prompts: int):
-    """A CheckResult when a parity result used a tolerance above fp32's default or too few prompts, else None."""
-    from ..parity import default_tolerance
-
-    limit = default_tolerance("float32")
-    if result.tolerance > limit:
-        return _wrong(f"ngưỡng {result.tolerance:g} lớn hơn ngưỡng fp32 mặc định {limit:g}: nới ngưỡng thì sai nào cũng qua.",
-                      "Bỏ tham số `tolerance=` để dùng ngưỡng mặc định.")
-    if result.n_prompts < min_prompts:
-        return _wrong(f"chỉ so trên {result.n_prompts} câu; cần ít nhất {min_prompts}.", "Dùng `dataset=TEST`.")
-    return None
 
 
 def _plain(text) -> str:
@@ -204,13 +179,8 @@ def _size_hint(got, value, other_value, near, swapped: str, recount: str) -> str
 
 def _number(value):
     """``value`` as a float (int, float, numpy/torch scalar), else None."""
-    if isinstance(value, bool):
-        return None
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
+    value = _scalar(value)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _same_number(cited, truth, rel: float = 1e-3, abs_: float = 1e-9) -> bool:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._common import CheckResult, _ok, _todo, _wrong
+from ._common import CheckResult, _ok, _todo, _unreadable, _wrong
 
 _NO_VALUE = object()
 
@@ -100,10 +100,7 @@ def check(build: Callable[..., Table | CheckResult]):
             table = build(answer, *args, **kwargs)
             return table if isinstance(table, CheckResult) else table.judge(answer)
         except Exception as exc:  # noqa: BLE001 - any failure reading the answer is reported to the learner
-            return _wrong(
-                f"không đọc được đáp án của bạn ({type(exc).__name__}: {str(exc)[:200]}).",
-                "Xem lại kiểu dữ liệu mà đề bài yêu cầu, rồi chạy lại ô của bạn.",
-            )
+            return _unreadable(exc)
 
     wrapper.build = build
     return wrapper

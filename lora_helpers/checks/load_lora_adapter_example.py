@@ -1,8 +1,4 @@
-"""Checks of ``load_lora_adapter_example``: loading adapters, routing prompts, combining adapters.
-
-Each check is a table of known mistakes (:mod:`.kit`). A row's ``example`` builds that mistake from the reference
-answer, for the tests; some copy the model (tiny in the tests) or write a temporary folder.
-"""
+"""Checks of ``load_lora_adapter_example``: loading adapters, routing prompts, combining adapters."""
 
 from __future__ import annotations
 

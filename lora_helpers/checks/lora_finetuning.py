@@ -1,8 +1,5 @@
 """Checks of ``lora_finetuning``: LoRA parameter count, LoraConfig, SFTConfig, training, curves, ΔW, a layer's output
 and a rank for a memory budget.
-
-Each check is a table of known mistakes (:mod:`.kit`); a row's ``example`` builds that mistake from the reference
-answer, for the tests.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 """Checks of ``lora_from_scratch_and_variants``: LoRA's scaling, a hand-written LoRA layer and its parity with peft,
 and a verdict on a variant over three seeds.
-
-Each check is a table of known mistakes (:mod:`.kit`); a row's ``example`` builds that mistake from the reference
-answer, for the tests.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 """Checks of ``merge_lora_adapters``: the merged model and the parity checks around it, a diagnosis of broken
 set-ups, and the dtype to ship.
-
-Each check is a table of known mistakes (:mod:`.kit`); a row's ``example`` builds that mistake from the reference
-answer, for the tests.
 """
 
 from __future__ import annotations

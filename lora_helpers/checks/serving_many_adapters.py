@@ -5,9 +5,6 @@
   the per-adapter answers, which the check generates again itself;
 * :func:`check_safe_hotswap` (🦁): a learner's hotswap function that refuses an incompatible adapter with a
   Vietnamese ``CourseError`` before changing anything, tried on tiny models built by the check.
-
-Each check is a table of known mistakes (:mod:`.kit`); a row's ``example`` builds that mistake from the reference
-answer, for the tests.
 """
 
 from __future__ import annotations
