@@ -96,6 +96,15 @@ def measured(tests, right_counts):
             for t, ds in tests.items()}
 
 
+def _same(a, b) -> bool:
+    """``a == b``, tensors (also inside tuples and lists) compared with ``torch.equal``."""
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
 def walk_table(check_function, reference, *args, **kwargs):
     """Walk a check's mistake table: the reference answer passes, ``None`` is "not done", and every row's example
     (a wrong answer made from the reference) is reported by that very row: its problem and its hint."""
@@ -111,6 +120,6 @@ def walk_table(check_function, reference, *args, **kwargs):
         table = table_of(check_function, answer, *args, **kwargs)
         first = next(j for j, other in enumerate(table.rows) if other.when(answer))
         if first != i:  # on a tiny model two slips can give the same number: the earlier row reports it
-            assert first < i and table.rows[first].example(reference) == answer, (i, row.problem, table.rows[first].problem)
+            assert first < i and _same(table.rows[first].example(reference), answer), (i, row.problem, table.rows[first].problem)
         wrong(check_function(answer, *args, **kwargs), table.rows[first].problem, table.rows[first].hint)
     return rows

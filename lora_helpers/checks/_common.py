@@ -118,14 +118,31 @@ def _close(a, b, rtol: float = 1e-4) -> bool:
     return (a - b).abs().max().item() <= rtol * scale
 
 
-def _parity_result(result, variable: str):
+def _parity_guard(result, variable: str):
+    """The row every parity answer shares: the ``ParityResult`` itself, not its verdict string or a bool."""
     from ..parity import ParityResult
+    from .kit import Mistake
 
-    if isinstance(result, ParityResult):
-        return None
-    hint = ("Lưu chính kết quả của `check_parity(...)` (một ParityResult), không phải chuỗi `.verdict()` "
-            "hay một giá trị True/False.")
-    return _wrong(f"`{variable}` là {type(result).__name__}, không phải kết quả của `check_parity`.", hint)
+    return Mistake(lambda r: not isinstance(r, ParityResult),
+                   f"`{variable}` là {type(result).__name__}, không phải kết quả của `check_parity`.",
+                   "Lưu chính kết quả của `check_parity(...)` (một ParityResult), không phải chuỗi `.verdict()` "
+                   "hay một giá trị True/False.", example=lambda r: r.verdict())
+
+
+def _fp32_parity_rows(result, min_prompts: int) -> list:
+    """The rows of a parity result loosened above fp32's default tolerance, or run on fewer than ``min_prompts``."""
+    import dataclasses
+
+    from ..parity import default_tolerance
+    from .kit import Mistake
+
+    limit = default_tolerance("float32")
+    return [Mistake(lambda r: r.tolerance > limit, f"ngưỡng {getattr(result, 'tolerance', 0):g} lớn hơn ngưỡng fp32 mặc "
+                    f"định {limit:g}: nới ngưỡng thì sai nào cũng qua.", "Bỏ tham số `tolerance=` để dùng ngưỡng mặc định.",
+                    example=lambda r: dataclasses.replace(r, tolerance=0.25)),
+            Mistake(lambda r: r.n_prompts < min_prompts,
+                    f"chỉ so trên {getattr(result, 'n_prompts', 0)} câu; cần ít nhất {min_prompts}.", "Dùng `dataset=TEST`.",
+                    example=lambda r: dataclasses.replace(r, n_prompts=min_prompts - 1))]
 
 
 def _plain(text) -> str:

@@ -21,13 +21,16 @@ Read as a teacher: each row is one sentence "if the learner did *this*, tell the
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._common import CheckResult, _ok, _todo, _unreadable, _wrong
 
 _NO_VALUE = object()
+_SCRATCH: list[tempfile.TemporaryDirectory] = []
 
 
 @dataclass(frozen=True)
@@ -70,18 +73,18 @@ class Table:
         object.__setattr__(self, "rows", [*self.guard, *self.slips])
 
     def judge(self, answer) -> CheckResult:
-        for row in self.guard:
-            if row.when(answer):
-                return _wrong(row.problem, row.hint)
-        if self.right is not None and self.right(answer):
-            return _ok(self.ok, self.measured)
-        for row in self.slips:
-            if row.when(answer):
-                return _wrong(row.problem, row.hint)
-        if self.right is None:
-            return _ok(self.ok, self.measured)
-        problem, hint = self.otherwise or ("đáp án chưa khớp.", "Đọc lại đề bài và làm lại từng bước.")
-        return _wrong(problem, hint)
+        found = first_wrong(self.guard, answer)
+        if found is None and (self.right is None or not self.right(answer)):
+            found = first_wrong(self.slips, answer)
+            if found is None and self.right is not None:
+                found = _wrong(*(self.otherwise or ("đáp án chưa khớp.", "Đọc lại đề bài và làm lại từng bước.")))
+        return _ok(self.ok, self.measured) if found is None else found
+
+
+def first_wrong(rows: Sequence[Mistake], answer) -> CheckResult | None:
+    """The "wrong" message of the first of ``rows`` that ``answer`` shows, else None (rows used as preconditions)."""
+    row = next((row for row in rows if row.when(answer)), None)
+    return None if row is None else _wrong(row.problem, row.hint)
 
 
 def check(build: Callable[..., Table | CheckResult]):
@@ -117,6 +120,13 @@ def edited_copy(model, edit):
     with torch.no_grad():
         edit(twin)
     return twin
+
+
+def scratch_dir() -> Path:
+    """A new temporary folder for a row's example (a saved adapter, a folder copy), removed when Python exits."""
+    folder = tempfile.TemporaryDirectory()
+    _SCRATCH.append(folder)  # kept alive until exit: the walk reads the folder after the example returns
+    return Path(folder.name)
 
 
 def table_of(check_function, answer, *args, **kwargs) -> Table:

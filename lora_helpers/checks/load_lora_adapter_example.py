@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from ._common import _active, _field, _is_peft_model, _lora_layers, _number, _plain, _same_number, _todo, _wrong
-from .kit import Mistake, Table, check, edited_copy
+from .kit import Mistake, Table, check, edited_copy, scratch_dir
 
 
 def _lora_state(model, adapter_name: str) -> dict:
@@ -456,9 +456,7 @@ def _shares_weights(a, b) -> bool:
 def _saved_alone(model, adapter: str, weights: bool = True) -> Path:
     """A new temporary folder where ``save_pretrained`` wrote ``adapter`` of ``model`` alone (``weights``: or only its
     config), for the examples of the tables."""
-    import tempfile
-
-    root = Path(tempfile.mkdtemp())
+    root = scratch_dir()
     model.save_pretrained(root, selected_adapters=[adapter], save_embedding_layers=False)
     folder = root if adapter == "default" else root / adapter
     _ = weights or (folder / "adapter_model.safetensors").unlink()
@@ -544,6 +542,7 @@ def check_reload_parity(result, saved_dir, reloaded, reference, adapter_name: st
     then the parity result: a real, unloosened, passed ``ParityResult``.
     """
     from ..parity import ParityResult, default_tolerance
+    from ._common import _parity_guard
 
     if saved_dir is None or reloaded is None:  # a part not done yet is "not done", not a mistake
         missing = [n for n, v in (("thu_muc_luu", saved_dir), ("mo_hinh_nap_lai", reloaded)) if v is None]
@@ -554,9 +553,7 @@ def check_reload_parity(result, saved_dir, reloaded, reference, adapter_name: st
     parity = isinstance(result, ParityResult)
     limit, verdict = (default_tolerance(result.dtype), result.verdict()) if parity else (0.0, "")
     return Table(
-        guard=[Mistake(lambda r: not parity, f"`kiem_tra_nap_lai` là {type(result).__name__}, không phải kết quả của "
-                       "`check_parity`.", "Lưu chính kết quả của `check_parity(...)` (một ParityResult), không phải "
-                       "chuỗi `.verdict()` hay một giá trị True/False.", example=lambda r: r.verdict())],
+        guard=[_parity_guard(result, "kiem_tra_nap_lai")],
         slips=[
             Mistake(lambda r: r.tolerance > limit, f"ngưỡng {getattr(result, 'tolerance', 0):g} lớn hơn ngưỡng mặc "
                     f"định {limit:g}: nới ngưỡng thì sai nào cũng qua.", "Bỏ tham số `tolerance=`.",

@@ -12,17 +12,18 @@ from ._common import (
     _active,
     _decision,
     _field,
+    _fp32_parity_rows,
     _is_peft_model,
     _lora_layers,
     _number,
-    _parity_result,
+    _parity_guard,
     _plain,
     _same_number,
     _size_hint,
     _todo,
     _wrong,
 )
-from .kit import Mistake, Table, check, edited_copy
+from .kit import Mistake, Table, check, edited_copy, first_wrong
 
 
 def _param_dtype(model):
@@ -36,16 +37,6 @@ def _dtype_name(dtype) -> str:
 def _short_name(name: str) -> str:
     """A LoRA layer's name inside a PeftModel -> the same layer's name in the plain model."""
     return name.removeprefix("base_model.model.")
-
-
-def _parity_guard(result, variable: str) -> Mistake:
-    """The row every parity answer shares: the ``ParityResult`` itself, not its verdict string or a bool."""
-    from ..parity import ParityResult
-
-    return Mistake(lambda r: not isinstance(r, ParityResult),
-                   f"`{variable}` là {type(result).__name__}, không phải kết quả của `check_parity`.",
-                   "Lưu chính kết quả của `check_parity(...)` (một ParityResult), không phải chuỗi `.verdict()` "
-                   "hay một giá trị True/False.", example=lambda r: r.verdict())
 
 
 def _merge_errors(merged, reference, name):
@@ -170,19 +161,11 @@ def check_drift_detected(result, merged_low) -> Table | CheckResult:
 @check
 def check_parity_passed(result, min_prompts: int = 4) -> Table:
     """A parity check that passed at the fp32 tolerance, on at least ``min_prompts`` prompts."""
-    from ..parity import default_tolerance
-
-    limit = default_tolerance("float32")
     verdict = result.verdict() if hasattr(result, "verdict") else ""
     return Table(
         guard=[_parity_guard(result, "kiem_tra_tay")],
         slips=[
-            Mistake(lambda r: r.tolerance > limit, f"ngưỡng {getattr(result, 'tolerance', 0):g} lớn hơn ngưỡng fp32 mặc "
-                    f"định {limit:g}: nới ngưỡng thì sai nào cũng qua.", "Bỏ tham số `tolerance=` để dùng ngưỡng mặc định.",
-                    example=lambda r: dataclasses.replace(r, tolerance=0.25)),
-            Mistake(lambda r: r.n_prompts < min_prompts,
-                    f"chỉ so trên {getattr(result, 'n_prompts', 0)} câu; cần ít nhất {min_prompts}.", "Dùng `dataset=TEST`.",
-                    example=lambda r: dataclasses.replace(r, n_prompts=min_prompts - 1)),
+            *_fp32_parity_rows(result, min_prompts),
             Mistake(lambda r: not r.passed, f"phép kiểm tra không đạt: {verdict}",
                     "So ΔW của bạn với `lop.get_delta_weight(...)` từng lớp: có quên lớp nào, hệ số alpha/r, "
                     "hay cộng hai lần không?", example=lambda r: dataclasses.replace(r, passed=False)),
@@ -297,8 +280,7 @@ def check_merge_decision(answer, reference, merged_low, result_low, tokenizer, d
         return parsed
     choice, numbers = parsed
     # The parity result is an earlier answer, not this one: no decision can show these mistakes, so they come first.
-    bad = _parity_result(result_low, "kiem_tra_dtype")
-    if bad is not None:
+    if (bad := first_wrong([_parity_guard(result_low, "kiem_tra_dtype")], result_low)) is not None:
         return bad
     # Tie the parity result to these two models without paying for a second full low-precision run (bf16 is
     # emulated, so slow, on many CPUs): it must report a drift beyond the fp32 tolerance, and one prompt

@@ -14,16 +14,18 @@ from ._common import (
     _close,
     _decision,
     _field,
+    _fp32_parity_rows,
     _is_peft_model,
     _lora_layers,
     _number,
+    _parity_guard,
     _plain,
     _probe_logit_diff,
     _target_set,
     _todo,
     _wrong,
 )
-from .kit import Mistake, Table, check
+from .kit import Mistake, Table, check, scratch_dir
 
 
 def _is_olora(config) -> bool:
@@ -232,11 +234,10 @@ def _saved_copy(directory, config=None, weights=None) -> Path:
     """A copy of a saved adapter, in a new temporary folder, with entries of its config changed and its weights
     passed through ``weights(state)`` (None: the weights file removed): the conversion slips' example answers."""
     import shutil
-    import tempfile
 
     from safetensors.torch import load_file, save_file
 
-    out = Path(tempfile.mkdtemp()) / Path(directory).name
+    out = scratch_dir() / Path(directory).name
     shutil.copytree(directory, out)
     file = out / "adapter_config.json"
     file.write_text(json.dumps({**json.loads(file.read_text(encoding="utf-8")), **(config or {})}), encoding="utf-8")
@@ -370,21 +371,13 @@ def check_olora_parity(result, trained, converted, r: int | None = None, min_pro
                       "path_initial_model_for_weight_conversion=INIT_DIR) → nạp lên mô hình cơ sở mới.")
 
     readable = isinstance(result, ParityResult)
-    limit = default_tolerance("float32")
     same_pair = "`check_parity(mo_hinh_huan_luyen, mo_hinh_chuyen_doi, tokenizer, dataset=TEST)`."
     return Table(
-        guard=[Mistake(lambda _: not readable, f"`kiem_tra_chuyen_doi` là {type(result).__name__}, không phải kết quả của "
-                       "`check_parity`.", "Lưu chính kết quả của `check_parity(...)` (một ParityResult), không phải chuỗi "
-                       "`.verdict()` hay một giá trị True/False.", example=lambda ref: ref.verdict())],
+        guard=[_parity_guard(result, "kiem_tra_chuyen_doi")],
         ok=f"Bản chuyển đổi (r = {c_cfg.r}) trên mô hình cơ sở gốc khớp mô hình OLoRA đã huấn luyện; kết luận: "
            f"«{result.verdict() if readable else ''}».",
         slips=[
-            Mistake(lambda p: p.tolerance > limit, f"ngưỡng {getattr(result, 'tolerance', 0):g} lớn hơn ngưỡng fp32 mặc "
-                    f"định {limit:g}: nới ngưỡng thì sai nào cũng qua.", "Bỏ tham số `tolerance=` để dùng ngưỡng mặc định.",
-                    example=lambda ref: dataclasses.replace(ref, tolerance=0.5)),
-            Mistake(lambda p: p.n_prompts < min_prompts, f"chỉ so trên {getattr(result, 'n_prompts', 0)} câu; cần ít nhất "
-                    f"{min_prompts}.", "Dùng `dataset=TEST`.",
-                    example=lambda ref: dataclasses.replace(ref, n_prompts=min_prompts - 1)),
+            *_fp32_parity_rows(result, min_prompts),
             Mistake(lambda p: not p.passed, f"kết quả của bạn báo «{result.verdict() if readable else ''}», trong khi ô kiểm "
                     "tra tự đo thấy hai mô hình khớp: `kiem_tra_chuyen_doi` đã so một cặp khác (ví dụ mô hình cơ sở với "
                     "bản chuyển đổi).", same_pair, example=lambda ref: dataclasses.replace(ref, passed=False)),

@@ -250,17 +250,6 @@ def _unchanged(model, before) -> bool:
     return after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
 
-def _lora_state(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
-
-
-def _unchanged(model, before) -> bool:
-    import torch
-
-    after = _lora_state(model)
-    return after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
-
-
 def _same(a, b) -> bool:
     import torch
 
