@@ -41,6 +41,14 @@ class CheckResult:
 MEASURED = "   Số đo của lần chạy này:"  # tests/sanitize.cfg masks the rest of this line for nbval
 
 
+class Verdict(Exception):
+    """Raised while a check builds its table, to report ``result`` at once (an answer no row can even read)."""
+
+    def __init__(self, result: CheckResult):
+        super().__init__(result.message)
+        self.result = result
+
+
 def _ok(text: str, measured: str | None = None) -> CheckResult:
     """A right answer. ``text`` must read the same on every run (nbval compares it); numbers that vary from run
     to run (losses, accuracies) go in ``measured``, printed on a line of their own that nbval does not compare."""
@@ -168,21 +176,26 @@ def _field(mapping, name: str, default=None):
 
 
 def _decision(answer, fields: str = "`lựa_chọn` và `số_liệu`"):
-    """(choice, numbers) of a "decide and defend" answer ``{"lựa_chọn": ..., "số_liệu": {...}}``; a CheckResult
-    ("not done yet" for None, "wrong" when unreadable) otherwise."""
+    """(choice, numbers) of a "decide and defend" answer ``{"lựa_chọn": ..., "số_liệu": {...}}``; else raises
+    :class:`Verdict` ("not done yet" for None, "wrong" when unreadable), which the check reports."""
     if answer is None:
-        return _todo()
+        raise Verdict(_todo())
     if not isinstance(answer, dict):
-        return _wrong(f"đáp án phải là một dict có hai khoá {fields}, bạn đưa {type(answer).__name__}.",
-                      "Ví dụ: `{\"lựa_chọn\": ..., \"số_liệu\": {...}}`.")
+        raise Verdict(_wrong(f"đáp án phải là một dict có hai khoá {fields}, bạn đưa {type(answer).__name__}.",
+                             "Ví dụ: `{\"lựa_chọn\": ..., \"số_liệu\": {...}}`."))
     choice, numbers = _field(answer, "lựa_chọn"), _field(answer, "số_liệu")
     if choice is None or numbers is None:
-        return _wrong(f"thiếu khoá: đáp án cần {fields} (đang có {list(answer)}).",
-                      "Viết đủ hai khoá: quyết định của bạn, và các con số bạn dựa vào.")
+        raise Verdict(_wrong(f"thiếu khoá: đáp án cần {fields} (đang có {list(answer)}).",
+                             "Viết đủ hai khoá: quyết định của bạn, và các con số bạn dựa vào."))
     if not isinstance(numbers, dict):
-        return _wrong(f"`số_liệu` phải là một dict, bạn đưa {type(numbers).__name__}.",
-                      "Mỗi con số một khoá, như đề bài liệt kê.")
+        raise Verdict(_wrong(f"`số_liệu` phải là một dict, bạn đưa {type(numbers).__name__}.",
+                             "Mỗi con số một khoá, như đề bài liệt kê."))
     return choice, numbers
+
+
+def _decided(answer, choice=None, **numbers) -> dict:
+    """A decide-and-defend answer with its choice or some of its numbers replaced (the examples of the tables)."""
+    return {"lựa_chọn": choice or _field(answer, "lựa_chọn"), "số_liệu": {**_field(answer, "số_liệu"), **numbers}}
 
 
 def _size_hint(got, value, other_value, near, swapped: str, recount: str) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._common import CheckResult, _ok, _todo, _unreadable, _wrong
+from ._common import CheckResult, Verdict, _ok, _todo, _unreadable, _wrong
 
 _NO_VALUE = object()
 _SCRATCH: list[tempfile.TemporaryDirectory] = []
@@ -92,7 +92,7 @@ def check(build: Callable[..., Table | CheckResult]):
     while reading an odd answer becomes a "wrong" message (a learner never sees a traceback from a check).
 
     ``build`` may return a :class:`CheckResult` itself where a table does not fit (a reference that is not
-    ready, say). The table stays reachable for the tests: ``table_of(check_x, answer, *reference)``.
+    ready, say), or raise :class:`Verdict` with one. The table stays reachable for the tests: ``table_of(check_x, answer, *reference)``.
     """
 
     @functools.wraps(build)
@@ -102,6 +102,8 @@ def check(build: Callable[..., Table | CheckResult]):
         try:
             table = build(answer, *args, **kwargs)
             return table if isinstance(table, CheckResult) else table.judge(answer)
+        except Verdict as early:
+            return early.result
         except Exception as exc:  # noqa: BLE001 - any failure reading the answer is reported to the learner
             return _unreadable(exc)
 

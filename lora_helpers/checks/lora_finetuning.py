@@ -424,10 +424,7 @@ def check_lora_budget(answer, model, budget_bytes: int, required_modules, bytes_
     """
     from peft import LoraConfig
 
-    parsed = _decision(answer)
-    if isinstance(parsed, CheckResult):  # the shared reading of every decide-and-defend answer (_common._decision)
-        return parsed
-    choice, numbers = parsed
+    choice, numbers = _decision(answer)
     r, targets = _as_int(_field(choice, "r")), _field(choice, "target_modules")
 
     def config_of(rank, layers):

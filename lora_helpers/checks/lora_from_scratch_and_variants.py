@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from ..numbers import count as fmt_count
-from ._common import CheckResult, _decision, _field, _number, _plain, _todo, _wrong
+from ._common import CheckResult, _decided, _decision, _field, _number, _plain, _todo, _wrong
 from .kit import Mistake, Table, check
 
 _VARIANTS = ("lora", "rslora")
@@ -243,11 +243,6 @@ def _interval(value):
     return None
 
 
-def _with(answer, **numbers):
-    """``answer`` with some of its ``số_liệu`` replaced (examples of the table)."""
-    return {**answer, "số_liệu": {**answer["số_liệu"], **numbers}}
-
-
 @check
 def check_seed_verdict(answer, variant, sweep: str = "variant_seeds", root=None) -> Table | CheckResult:
     """Decide and defend: is ``variant``'s validation loss better than LoRA's, over the recorded seeds?
@@ -263,10 +258,7 @@ def check_seed_verdict(answer, variant, sweep: str = "variant_seeds", root=None)
     from ..stats import compare_seeds
     from ..variants import VARIANT_LABELS
 
-    parsed = _decision(answer)
-    if isinstance(parsed, CheckResult):  # the shared reading of every decide-and-defend answer (_common._decision)
-        return parsed
-    choice, numbers = parsed
+    choice, numbers = _decision(answer)
     by_seed = {}
     for record in read_records(sweep, root).values():
         settings = record["config"].get("variant_run", {})
@@ -312,22 +304,22 @@ def check_seed_verdict(answer, variant, sweep: str = "variant_seeds", root=None)
         slips=[
             Mistake(lambda a: near(got, -truth.difference) and not near(got, truth.difference), not_difference,
                     "Dấu bị đảo: hiệu = trung bình(biến thể) − trung bình(LoRA), âm khi biến thể có loss thấp hơn.",
-                    example=lambda a: _with(a, hiệu=-truth.difference)),
+                    example=lambda a: _decided(a, hiệu=-truth.difference)),
             *([Mistake(lambda a: not near(got, truth.difference) and any(near(got, o - x) for o, x in zip(other, lora)),
                        not_difference, "Đó là hiệu của một hạt giống; lấy hiệu của hai trung bình trên cả ba hạt giống.",
-                       example=lambda a: _with(a, hiệu=one_seed))] if not near(one_seed, truth.difference) else []),
+                       example=lambda a: _decided(a, hiệu=one_seed))] if not near(one_seed, truth.difference) else []),
             Mistake(lambda a: not near(got, truth.difference), not_difference,
                     "`hiệu` = statistics.fmean(loss của biến thể) − statistics.fmean(loss của LoRA).",
-                    example=lambda a: _with(a, hiệu=truth.difference + 1)),
+                    example=lambda a: _decided(a, hiệu=truth.difference + 1)),
             Mistake(lambda a: interval is None, "`số_liệu['ktc']` phải là hai số (thấp, cao).",
                     "Ví dụ: `ci = ttest_ind(bien_the, lora, equal_var=False).confidence_interval(0.95)`, "
-                    "rồi `(ci.low, ci.high)`.", example=lambda a: _with(a, ktc=0.1)),
+                    "rồi `(ci.low, ci.high)`.", example=lambda a: _decided(a, ktc=0.1)),
             *(Mistake(lambda a, ci=ci: not interval_is((truth.low, truth.high)) and interval_is(ci), not_interval, hint,
-                      example=lambda a, ci=ci: _with(a, ktc=ci))
+                      example=lambda a, ci=ci: _decided(a, ktc=ci))
               for ci, hint in known_intervals if not (near(ci[0], truth.low) and near(ci[1], truth.high))),
             Mistake(lambda a: not interval_is((truth.low, truth.high)), not_interval,
                     "`ttest_ind(bien_the, lora, equal_var=False).confidence_interval(0.95)`.",
-                    example=lambda a: _with(a, ktc=(truth.low - 1, truth.high + 1))),
+                    example=lambda a: _decided(a, ktc=(truth.low - 1, truth.high + 1))),
             Mistake(lambda a: _plain(choice) != right_choice,
                     f"chính số liệu của bạn phản bác lựa chọn này: khoảng tin cậy [{low or 0:+.3f}; {high or 0:+.3f}] {where}.",
                     "Dưới 0: biến thể có loss thấp hơn, \"tốt hơn\"; trên 0: \"kém hơn\"; chứa 0: "

@@ -10,6 +10,7 @@ import dataclasses
 from ._common import (
     CheckResult,
     _active,
+    _decided,
     _decision,
     _field,
     _fp32_parity_rows,
@@ -256,11 +257,6 @@ def check_diagnosis(answer, cases, reference) -> Table:
     )
 
 
-def _with_numbers(answer, choice=None, **numbers):
-    """A decision with its choice or some of its numbers replaced (the examples of the table)."""
-    return {"lựa_chọn": choice or answer["lựa_chọn"], "số_liệu": {**answer["số_liệu"], **numbers}}
-
-
 @check
 def check_merge_decision(answer, reference, merged_low, result_low, tokenizer, dataset) -> Table | CheckResult:
     """Decide and defend: ship the merged model in float32 or bfloat16? The numbers are checked against the run.
@@ -275,10 +271,7 @@ def check_merge_decision(answer, reference, merged_low, result_low, tokenizer, d
     from ..data import prompts_of
     from ..parity import default_tolerance, max_logit_diff
 
-    parsed = _decision(answer)
-    if isinstance(parsed, CheckResult):  # the shared reading of every decide-and-defend answer (_common._decision)
-        return parsed
-    choice, numbers = parsed
+    choice, numbers = _decision(answer)
     # The parity result is an earlier answer, not this one: no decision can show these mistakes, so they come first.
     if (bad := first_wrong([_parity_guard(result_low, "kiem_tra_dtype")], result_low)) is not None:
         return bad
@@ -312,33 +305,33 @@ def check_merge_decision(answer, reference, merged_low, result_low, tokenizer, d
                           "Đếm tham số: `sum(p.numel() for p in mo_hinh_sai_dtype.parameters())`, nhân số byte mỗi số, "
                           "chia 10⁶.")
         return Mistake(lambda a: not near(got, want[dtype]), f"`dung_lượng_MB['{dtype}']` = {_field(sizes, dtype)!r} "
-                       "chưa đúng.", hint, example=lambda a: _with_numbers(
+                       "chưa đúng.", hint, example=lambda a: _decided(
                            a, dung_lượng_MB={**a["số_liệu"]["dung_lượng_MB"], dtype: 3 * want[dtype]}))
 
     return Table(
         guard=[
             Mistake(lambda a: plain not in ("float32", "bfloat16"), f"`lựa_chọn` = {choice!r}; chọn \"float32\" hoặc "
-                    "\"bfloat16\".", "Viết đúng tên một dtype.", example=lambda a: _with_numbers(a, "int8")),
+                    "\"bfloat16\".", "Viết đúng tên một dtype.", example=lambda a: _decided(a, "int8")),
             Mistake(lambda a: not isinstance(sizes, dict), "`dung_lượng_MB` phải là dict {\"float32\": ..., "
                     "\"bfloat16\": ...}.", "Dung lượng = số tham số × số byte mỗi số (4 hoặc 2) / 10⁶.",
-                    example=lambda a: _with_numbers(a, dung_lượng_MB=list(a["số_liệu"]["dung_lượng_MB"].values()))),
+                    example=lambda a: _decided(a, dung_lượng_MB=list(a["số_liệu"]["dung_lượng_MB"].values()))),
         ],
         slips=[
             Mistake(lambda a: not _same_number(cited, diff, rel=1e-2),
                     f"`chênh_lệch_logits` = {cited!r} không phải con số của lần chạy này.",
                     "Chép `kiem_tra_dtype.max_abs_logit_diff` (có thể làm tròn tới 3 chữ số có nghĩa).",
-                    example=lambda a: _with_numbers(a, chênh_lệch_logits=2 * diff)),
+                    example=lambda a: _decided(a, chênh_lệch_logits=2 * diff)),
             Mistake(lambda a: same is None or int(same) != result_low.n_identical_generations,
                     f"`câu_sinh_giống` = {_field(numbers, 'câu_sinh_giống')!r} không khớp phép kiểm tra.",
                     "Chép `kiem_tra_dtype.n_identical_generations` (số câu, không phải tỉ lệ).",
-                    example=lambda a: _with_numbers(a, câu_sinh_giống=result_low.n_identical_generations + 1)),
+                    example=lambda a: _decided(a, câu_sinh_giống=result_low.n_identical_generations + 1)),
             size_row("float32", "bfloat16"),
             size_row("bfloat16", "float32"),
             *([] if unchanged else [Mistake(
                 lambda a: plain == "bfloat16",
                 "chính số liệu của bạn phản bác lựa chọn này: ở bfloat16 câu sinh hoặc độ chính xác đã đổi.",
                 "Chỉ giao bản nhỏ hơn khi nó cho cùng câu trả lời; nếu không, giao float32 (hoặc hợp nhất ở float32 rồi "
-                "mới đổi dtype, và kiểm tra lại).", example=lambda a: _with_numbers(a, "bfloat16"))]),
+                "mới đổi dtype, và kiểm tra lại).", example=lambda a: _decided(a, "bfloat16"))]),
         ],
         ok="Lựa chọn của bạn đứng vững với số liệu của bạn, đã đo lại trên chính hai mô hình.",
         measured=f"bạn chọn «{choice}»: chênh lệch logits {diff:.3g}, {result_low.n_identical_generations}/"

@@ -12,6 +12,7 @@ from ._common import (
     _active,
     _as_int,
     _close,
+    _decided,
     _decision,
     _field,
     _fp32_parity_rows,
@@ -392,11 +393,6 @@ def check_olora_parity(result, trained, converted, r: int | None = None, min_pro
 _CONVERTED, _PLAIN = "chuyen doi", "thuong"
 
 
-def _with_numbers(answer, choice=None, **numbers):
-    """A decision with its choice or some of its numbers replaced (the slips' example answers)."""
-    return {"lựa_chọn": choice or _field(answer, "lựa_chọn"), "số_liệu": {**_field(answer, "số_liệu"), **numbers}}
-
-
 @check
 def check_olora_share_decision(answer, converted_dir, plain_dir, load_base, original) -> Table | CheckResult:
     """Decide and defend: share the trained OLoRA adapter converted (rank 2r) or saved plainly? Numbers recomputed.
@@ -413,10 +409,7 @@ def check_olora_share_decision(answer, converted_dir, plain_dir, load_base, orig
 
     from ..olora import base_weight_changes
 
-    parsed = _decision(answer)
-    if isinstance(parsed, CheckResult):  # unreadable: the messages every decide-and-defend check shares
-        return parsed
-    choice, numbers = parsed
+    choice, numbers = _decision(answer)
     plain = _plain(choice)
     # The learner's plain save comes first: no answer can show these mistakes, so they are not rows of the table.
     if plain_dir is None:
@@ -445,17 +438,17 @@ def check_olora_share_decision(answer, converted_dir, plain_dir, load_base, orig
         mib = sizes[key] * 1e6 / 2**20
         return [
             Mistake(lambda _: near(got, sizes[other]), problem, "Hai dung lượng bị đổi chỗ: bản chuyển đổi có hạng 2r nên "
-                    "lớn gấp đôi.", example=lambda ref: _with_numbers(ref, **{key: sizes[other]})),
+                    "lớn gấp đôi.", example=lambda ref: _decided(ref, **{key: sizes[other]})),
             Mistake(lambda _: near(got, mib), problem, "Đó là MiB; đề bài dùng 1 MB = 10⁶ byte.",
-                    example=lambda ref: _with_numbers(ref, **{key: mib})),
+                    example=lambda ref: _decided(ref, **{key: mib})),
             Mistake(lambda _: not near(got, sizes[key]), problem,
                     "Đọc kích thước tệp: `(thư_mục / \"adapter_model.safetensors\").stat().st_size / 1e6`.",
-                    example=lambda ref: _with_numbers(ref, **{key: sizes[key] + 1})),
+                    example=lambda ref: _decided(ref, **{key: sizes[key] + 1})),
         ]
 
     return Table(
         guard=[Mistake(lambda _: plain not in (_CONVERTED, _PLAIN), f"`lựa_chọn` = {choice!r}; chọn \"chuyển đổi\" hoặc "
-                       "\"thường\".", "Viết đúng một trong hai.", example=lambda ref: _with_numbers(ref, "cả hai"))],
+                       "\"thường\".", "Viết đúng một trong hai.", example=lambda ref: _decided(ref, "cả hai"))],
         slips=[
             *size_rows("MB_chuyển_đổi", "MB_thường"),
             *size_rows("MB_thường", "MB_chuyển_đổi"),
@@ -464,11 +457,11 @@ def check_olora_share_decision(answer, converted_dir, plain_dir, load_base, orig
                     "dịch khi nạp lên một mô hình cơ sở mới.",
                     "Nạp `thu_muc_thuong` lên `load_base()` bằng `PeftModel.from_pretrained`, rồi đếm bằng "
                     "`base_weight_changes(mo_hinh_goc, ...)['n_changed']`.",
-                    example=lambda ref: _with_numbers(ref, **{"lớp_bị_sửa": shifted + 1})),
+                    example=lambda ref: _decided(ref, **{"lớp_bị_sửa": shifted + 1})),
             *([Mistake(lambda _: plain == _PLAIN, f"chính số liệu của bạn phản bác lựa chọn này: nạp bản thường sửa {shifted} "
                        "lớp của mô hình cơ sở người dùng (peft tính lại QR và dịch W).",
                        "Quy tắc là không sửa mô hình cơ sở của người dùng; cái giá của bản chuyển đổi là dung lượng.",
-                       example=lambda ref: _with_numbers(ref, "thường"))] if shifted > 0 else []),
+                       example=lambda ref: _decided(ref, "thường"))] if shifted > 0 else []),
         ],
         ok="Lựa chọn của bạn đứng vững với số liệu của bạn, đã đo lại từ các tệp và bằng một lần nạp thật.",
         measured=f"bạn chọn «{choice}»: bản chuyển đổi {sizes['MB_chuyển_đổi']:.2f} MB, bản thường "

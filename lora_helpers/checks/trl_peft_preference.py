@@ -7,6 +7,7 @@ import copy
 from ..numbers import count as fmt_count
 from ._common import (
     CheckResult,
+    _decided,
     _decision,
     _field,
     _is_peft_model,
@@ -384,11 +385,6 @@ def _dpo_numbers(answer, trainer, beta: float) -> Table | CheckResult:
 _SHIP, _MORE = "giao", "huan luyen them"
 
 
-def _with_numbers(answer, choice=None, **numbers):
-    """A decision with its choice or some of its numbers replaced (the slips' example answers)."""
-    return {"lựa_chọn": choice or _field(answer, "lựa_chọn"), "số_liệu": {**_field(answer, "số_liệu"), **numbers}}
-
-
 @check
 def check_dpo_decision(answer, trainer, beta: float, min_accuracy: float = 0.75) -> Table | CheckResult:
     """Decide and defend: ship the DPO adapter now, or train more? The numbers are recomputed from ``trainer``.
@@ -401,10 +397,7 @@ def check_dpo_decision(answer, trainer, beta: float, min_accuracy: float = 0.75)
 
     import torch.nn.functional as F
 
-    parsed = _decision(answer)
-    if isinstance(parsed, CheckResult):  # unreadable: the messages every decide-and-defend check shares
-        return parsed
-    choice, numbers = parsed
+    choice, numbers = _decision(answer)
     plain = _plain(choice)
     bad = _trainer_or_wrong(trainer)   # the trainer is the learner's earlier answer, not this one
     if bad is not None:
@@ -424,15 +417,15 @@ def check_dpo_decision(answer, trainer, beta: float, min_accuracy: float = 0.75)
     def number_rows(key, known):
         """``known``: (wrong value, hint) of the ways this number is known to go wrong, then any other value."""
         problem = f"`số_liệu['{key}']` = {_field(numbers, key)!r} không phải con số của tập kiểm định."
-        return [*(Mistake(lambda _, w=w: near(key, w), problem, hint, example=lambda ref, w=w: _with_numbers(ref, **{key: w}))
+        return [*(Mistake(lambda _, w=w: near(key, w), problem, hint, example=lambda ref, w=w: _decided(ref, **{key: w}))
                   for w, hint in known if abs(w - truth[key]) > 1e-3),
                 Mistake(lambda _: not near(key, truth[key]), problem, "Chép các con số bạn đã tính ở câu 3 (`do_chinh_xac`, "
                         "`loss_dpo`, `bien.mean()`), đừng gõ tay.",
-                        example=lambda ref: _with_numbers(ref, **{key: truth[key] + 0.2}))]
+                        example=lambda ref: _decided(ref, **{key: truth[key] + 0.2}))]
 
     return Table(
         guard=[Mistake(lambda _: plain not in (_SHIP, _MORE), f"`lựa_chọn` = {choice!r}; chọn \"giao\" hoặc \"huấn luyện "
-                       "thêm\".", "Viết đúng một trong hai.", example=lambda ref: _with_numbers(ref, "có lẽ"))],
+                       "thêm\".", "Viết đúng một trong hai.", example=lambda ref: _decided(ref, "có lẽ"))],
         slips=[
             *number_rows("độ_chính_xác_ưu_tiên", [(100 * truth["độ_chính_xác_ưu_tiên"],
                                                    "Độ chính xác ưu tiên là tỉ lệ 0–1, không phải phần trăm.")]),
@@ -441,10 +434,10 @@ def check_dpo_decision(answer, trainer, beta: float, min_accuracy: float = 0.75)
             *number_rows("biên_trung_bình", []),
             Mistake(lambda _: plain == _SHIP, "chính số liệu của bạn phản bác lựa chọn này: độ chính xác ưu tiên hoặc loss "
                     "chưa đạt ngưỡng giao.", f"Quy tắc: độ chính xác ưu tiên ≥ {min_accuracy:.0%} và loss < log 2 ≈ 0.693.",
-                    example=lambda ref: _with_numbers(ref, "giao")) if not ready else
+                    example=lambda ref: _decided(ref, "giao")) if not ready else
             Mistake(lambda _: plain == _MORE, "số liệu của bạn đã đạt ngưỡng giao, mà bạn chọn huấn luyện thêm.",
                     "Theo quy tắc của nhóm thì đã giao được; huấn luyện thêm tốn thời gian và dễ quá khớp (overfitting) "
-                    "với 16 cặp.", example=lambda ref: _with_numbers(ref, "huấn luyện thêm")),
+                    "với 16 cặp.", example=lambda ref: _decided(ref, "huấn luyện thêm")),
         ],
         ok="Lựa chọn của bạn đúng theo quy tắc của nhóm, với các con số đã tính lại từ `trainer`.",
         measured=f"bạn chọn «{choice}»: độ chính xác ưu tiên {truth['độ_chính_xác_ưu_tiên']:.0%}, loss "
