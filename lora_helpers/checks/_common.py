@@ -175,22 +175,33 @@ def _field(mapping, name: str, default=None):
     return default
 
 
-def _decision(answer, fields: str = "`lựa_chọn` và `số_liệu`"):
-    """(choice, numbers) of a "decide and defend" answer ``{"lựa_chọn": ..., "số_liệu": {...}}``; else raises
-    :class:`Verdict` ("not done yet" for None, "wrong" when unreadable), which the check reports."""
-    if answer is None:
-        raise Verdict(_todo())
-    if not isinstance(answer, dict):
-        raise Verdict(_wrong(f"đáp án phải là một dict có hai khoá {fields}, bạn đưa {type(answer).__name__}.",
-                             "Ví dụ: `{\"lựa_chọn\": ..., \"số_liệu\": {...}}`."))
+def _decision_rows(answer, fields: str = "`lựa_chọn` và `số_liệu`") -> list:
+    """The rows of a "decide and defend" answer ``{"lựa_chọn": ..., "số_liệu": {...}}`` that cannot be read."""
+    from .kit import Mistake
+
     choice, numbers = _field(answer, "lựa_chọn"), _field(answer, "số_liệu")
-    if choice is None or numbers is None:
-        raise Verdict(_wrong(f"thiếu khoá: đáp án cần {fields} (đang có {list(answer)}).",
-                             "Viết đủ hai khoá: quyết định của bạn, và các con số bạn dựa vào."))
-    if not isinstance(numbers, dict):
-        raise Verdict(_wrong(f"`số_liệu` phải là một dict, bạn đưa {type(numbers).__name__}.",
-                             "Mỗi con số một khoá, như đề bài liệt kê."))
-    return choice, numbers
+    return [
+        Mistake(lambda a: not isinstance(a, dict), f"đáp án phải là một dict có hai khoá {fields}, bạn đưa "
+                f"{type(answer).__name__}.", "Ví dụ: `{\"lựa_chọn\": ..., \"số_liệu\": {...}}`.",
+                example=lambda a: _field(a, "lựa_chọn")),
+        Mistake(lambda a: choice is None or numbers is None, f"thiếu khoá: đáp án cần {fields} (đang có "
+                f"{list(answer) if isinstance(answer, dict) else []}).",
+                "Viết đủ hai khoá: quyết định của bạn, và các con số bạn dựa vào.",
+                example=lambda a: {"lựa_chọn": _field(a, "lựa_chọn")}),
+        Mistake(lambda a: not isinstance(numbers, dict), f"`số_liệu` phải là một dict, bạn đưa "
+                f"{type(numbers).__name__}.", "Mỗi con số một khoá, như đề bài liệt kê.",
+                example=lambda a: {"lựa_chọn": _field(a, "lựa_chọn"), "số_liệu": list(_field(a, "số_liệu").values())}),
+    ]
+
+
+def _decision(answer, fields: str = "`lựa_chọn` và `số_liệu`"):
+    """(choice, numbers) of a "decide and defend" answer; else raises :class:`Verdict` ("not done yet" for None, the
+    first of :func:`_decision_rows` when unreadable), which the check reports."""
+    from .kit import first_wrong
+
+    if (result := _todo() if answer is None else first_wrong(_decision_rows(answer, fields), answer)) is not None:
+        raise Verdict(result)
+    return _field(answer, "lựa_chọn"), _field(answer, "số_liệu")
 
 
 def _decided(answer, choice=None, **numbers) -> dict:

@@ -589,6 +589,7 @@ def check_adapter_choice(answer, combined, alone, test_sets, max_drop: float = 0
     ``max_drop`` accuracy on every task.
     """
     from ..evaluation import task_metrics
+    from ._common import _decision_rows
 
     if combined is None or alone is None:  # nothing measured to compare with: no mistake of the answer to name
         return _wrong("chưa có kết quả đo để đối chiếu.", "Chạy các ô đo `ket_qua` và `rieng` phía trên trước.")
@@ -597,7 +598,7 @@ def check_adapter_choice(answer, combined, alone, test_sets, max_drop: float = 0
     drops = {task: want["riêng"] - want["trộn"] for task, want in truth.items()}
     worst = max(drops, key=drops.get)
     choice, numbers = _field(answer, "lựa_chọn"), _field(answer, "số_liệu")
-    plain, fields = _plain(choice), "`lựa_chọn` và `số_liệu`"
+    plain = _plain(choice)
     cited = {task: _field(numbers, task) for task in truth}
     no_task = next((task for task, c in cited.items() if not isinstance(c, dict)), None)
     values = {(t, k): _number(_field(cited[t], k)) for t in truth for k in truth[t]} if not no_task else {}
@@ -618,17 +619,7 @@ def check_adapter_choice(answer, combined, alone, test_sets, max_drop: float = 0
 
     return Table(
         guard=[
-            Mistake(lambda a: not isinstance(a, dict), f"đáp án phải là một dict có hai khoá {fields}, bạn đưa "
-                    f"{type(answer).__name__}.", "Ví dụ: `{\"lựa_chọn\": ..., \"số_liệu\": {...}}`.",
-                    example=lambda a: _field(a, "lựa_chọn")),
-            Mistake(lambda a: choice is None or numbers is None, f"thiếu khoá: đáp án cần {fields} (đang có "
-                    f"{list(answer) if isinstance(answer, dict) else []}).",
-                    "Viết đủ hai khoá: quyết định của bạn, và các con số bạn dựa vào.",
-                    example=lambda a: {"lựa_chọn": _field(a, "lựa_chọn")}),
-            Mistake(lambda a: not isinstance(numbers, dict), f"`số_liệu` phải là một dict, bạn đưa "
-                    f"{type(numbers).__name__}.", "Mỗi con số một khoá, như đề bài liệt kê.",
-                    example=lambda a: {"lựa_chọn": _field(a, "lựa_chọn"),
-                                       "số_liệu": list(_field(a, "số_liệu").values())}),
+            *_decision_rows(answer),
             Mistake(lambda a: plain not in (_ROUTING, _COMBINED), f"`lựa_chọn` = {choice!r}; chọn một trong \"định "
                     "tuyến\" hoặc \"trộn\".", "Viết đúng một trong hai lựa chọn.",
                     example=lambda a: _decided(a, choice="cả hai")),
