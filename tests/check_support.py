@@ -8,9 +8,7 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from lora_helpers.checks import (
-    CheckResult,
-)
+from lora_helpers.checks import CheckResult
 from lora_helpers.evaluation import task_metrics
 from lora_helpers.parity import ParityResult
 

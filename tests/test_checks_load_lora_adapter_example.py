@@ -6,18 +6,7 @@ Each check's table of mistakes is walked (``walk_table``); the other tests are w
 import re
 
 import pytest
-from check_support import (
-    CONFIG,
-    TASKS,
-    fake_result,
-    measured,
-    ok,
-    rows_of,
-    todo,
-    two_adapter_model,
-    walk_table,
-    wrong,
-)
+from check_support import CONFIG, TASKS, fake_result, measured, ok, rows_of, todo, two_adapter_model, walk_table, wrong
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
 
