@@ -15,6 +15,10 @@ table cannot even read is reported as wrong, never raised. The tests walk the sa
 answer passes, and every row's ``example`` (a wrong answer made from the reference one) is reported with that
 row's hint (``tests/test_checks_kit.py``, :func:`table_of`).
 
+What the tables share: :class:`Verdict` (raised while a table is built: a result known before any row, such as an
+earlier answer not ready), :func:`first_wrong` (rows used as preconditions), :func:`edited_copy` and
+:func:`scratch_dir` (a model or a folder for a row's example, never the learner's own).
+
 Read as a teacher: each row is one sentence "if the learner did *this*, tell them *that*, and suggest *this*".
 """
 
@@ -28,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ._common import CheckResult, Verdict, _ok, _todo, _unreadable, _wrong
+
+__all__ = ["Mistake", "Table", "Verdict", "check", "edited_copy", "first_wrong", "scratch_dir", "table_of"]
 
 _NO_VALUE = object()
 _SCRATCH: list[tempfile.TemporaryDirectory] = []

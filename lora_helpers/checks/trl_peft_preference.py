@@ -18,7 +18,7 @@ from ._common import (
     _todo,
     _wrong,
 )
-from .kit import Mistake, Table, check
+from .kit import Mistake, Table, Verdict, check
 
 
 def _date_dd_mm_yyyy(answer: str) -> str:
@@ -252,10 +252,11 @@ def _same(a, b, atol: float = 1e-3) -> bool:
     return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=atol)
 
 
-def _trainer_or_wrong(trainer):
+def _require_trainer(trainer):
+    """The trainer is the learner's earlier answer, not this one: without it the check reports that at once."""
     if trainer is None or not _is_dpo_trainer(trainer) or not _is_peft_model(trainer.model):
-        return _wrong("không có `trainer` DPO với bộ điều hợp để đối chiếu.", "Làm câu 2 trước (tạo và huấn luyện `trainer`).")
-    return None
+        raise Verdict(_wrong("không có `trainer` DPO với bộ điều hợp để đối chiếu.",
+                             "Làm câu 2 trước (tạo và huấn luyện `trainer`)."))
 
 
 def _floats(value):
@@ -267,9 +268,7 @@ def _floats(value):
 @check
 def check_reference_logps(reference, trainer) -> Table | CheckResult:
     """Log-probabilities of the reference model (the trainer's model with its adapter disabled) on the eval set."""
-    bad = _trainer_or_wrong(trainer)   # the trainer is the learner's earlier answer, not this one
-    if bad is not None:
-        return bad
+    _require_trainer(trainer)
     policy, truth = _eval_logps(trainer)
     n = len(truth[0])
     is_pair = isinstance(reference, (tuple, list)) and len(reference) == 2
@@ -318,9 +317,7 @@ def _dpo_numbers(answer, trainer, beta: float) -> Table | CheckResult:
     import torch
     import torch.nn.functional as F
 
-    bad = _trainer_or_wrong(trainer)   # the trainer is the learner's earlier answer, not this one
-    if bad is not None:
-        return bad
+    _require_trainer(trainer)
     (pc, pr), (rc, rr) = _eval_logps(trainer)
     truth = beta * ((pc - rc) - (pr - rr))
     acc_truth, n_right = (truth > 0).float().mean().item(), (truth > 0).sum().item()
@@ -399,9 +396,7 @@ def check_dpo_decision(answer, trainer, beta: float, min_accuracy: float = 0.75)
 
     choice, numbers = _decision(answer)
     plain = _plain(choice)
-    bad = _trainer_or_wrong(trainer)   # the trainer is the learner's earlier answer, not this one
-    if bad is not None:
-        return bad
+    _require_trainer(trainer)
     (pc, pr), (rc, rr) = _eval_logps(trainer)
     margins = beta * ((pc - rc) - (pr - rr))
     truth = {"độ_chính_xác_ưu_tiên": (margins > 0).float().mean().item(),
