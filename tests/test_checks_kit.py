@@ -55,3 +55,22 @@ def test_one_slug_per_lesson_for_checks_and_their_tests():
     numbered = re.compile(r"\b(lesson|bài)[ -]\d", re.IGNORECASE)
     for path in [*(root / "lora_helpers" / "checks").glob("*.py"), *(root / "tests").glob("test_checks_*.py")]:
         assert not numbered.findall(path.read_text(encoding="utf-8")), f"{path.name} names a lesson by number"
+
+
+def test_kit_helpers_preconditions_verdict_and_scratch_folders():
+    """first_wrong reports the first row shown; a Verdict raised while a table is built is the check's result;
+    scratch_dir gives a new, empty folder each time."""
+    from lora_helpers.checks.kit import Mistake, Table, Verdict, check, first_wrong, scratch_dir
+
+    rows = [Mistake(lambda a: a < 0, "âm.", "dương"), Mistake(lambda a: a < 10, "nhỏ.", "lớn")]
+    assert first_wrong(rows, 20) is None and "nhỏ." in first_wrong(rows, 5).message
+
+    @check
+    def check_big(answer) -> Table:
+        if answer == "?":
+            raise Verdict(checks._todo("chưa rõ"))
+        return Table(slips=rows, ok="lớn.")
+
+    assert check_big(20) and "chưa rõ" in check_big("?").message and "không đọc được" in check_big([]).message
+    first, second = scratch_dir(), scratch_dir()
+    assert first != second and first.is_dir() and not any(first.iterdir())
