@@ -33,7 +33,7 @@ from typing import Any
 
 from ._common import CheckResult, Verdict, _ok, _todo, _unreadable, _wrong
 
-__all__ = ["Mistake", "Table", "Verdict", "check", "edited_copy", "first_wrong", "scratch_dir", "table_of"]
+__all__ = ["Mistake", "Table", "Verdict", "check", "edited_copy", "first_wrong", "part_replaced", "scratch_dir", "table_of"]
 
 _NO_VALUE = object()
 _SCRATCH: list[tempfile.TemporaryDirectory] = []
@@ -128,6 +128,12 @@ def edited_copy(model, edit):
     with torch.no_grad():
         edit(twin)
     return twin
+
+
+def part_replaced(i: int, value):
+    """A row's example for a check whose answer is a tuple of parts: the reference with part ``i`` replaced by
+    ``value(reference)``."""
+    return lambda reference: tuple(value(reference) if j == i else part for j, part in enumerate(reference))
 
 
 def scratch_dir() -> Path:

@@ -26,7 +26,7 @@ from ._common import (
     _todo,
     _wrong,
 )
-from .kit import Mistake, Table, check, scratch_dir
+from .kit import Mistake, Table, check, part_replaced, scratch_dir
 
 
 def _is_olora(config) -> bool:
@@ -76,23 +76,20 @@ def _olora_init(answer, weight, r: int, lora_alpha) -> Table:
     n_rows = a.shape[0] if a is not None and a.ndim == 2 else None
     n_cols = b.shape[-1] if b is not None and b.ndim == 2 else None
 
-    def with_(i, value):  # the reference answer with its i-th part replaced: the slips' examples
-        return lambda ref: tuple(value(ref) if j == i else part for j, part in enumerate(ref))
-
     def shift(value, problem, hint):
-        return Mistake(lambda _: _close(got, value), problem, hint, example=with_(2, lambda _: value.clone()))
+        return Mistake(lambda _: _close(got, value), problem, hint, example=part_replaced(2, lambda _: value.clone()))
 
     return Table(
         guard=[
             Mistake(lambda _: not_tensor is not None, f"`{not_tensor}` phải là một tensor, bạn đưa "
                     f"{type(dict(zip(names, answer)).get(not_tensor)).__name__}.",
                     "Tính `Q, R = torch.linalg.qr(W.float())`, rồi cắt lát (slicing) Q và R.",
-                    example=with_(0, lambda ref: ref[0].tolist())),
+                    example=part_replaced(0, lambda ref: ref[0].tolist())),
             Mistake(lambda _: shifted is weight or shifted.device == weight.device and shifted.data_ptr() == weight.data_ptr(),
                     "`W_dich` dùng chung bộ nhớ với trọng số của lớp: bạn đã dịch W *tại chỗ* (phép `-=` trên "
                     "chính `lop.weight`), nên mô hình gốc cũng bị sửa.",
                     "Chạy lại ô chuẩn bị, rồi làm trên bản sao `W` (đã `.clone()`): `W_dich = W - s * B @ A` "
-                    "tạo một tensor mới.", example=with_(2, lambda _: weight)),
+                    "tạo một tensor mới.", example=part_replaced(2, lambda _: weight)),
         ],
         right=lambda _: _close(a, tA) and _close(b, tB) and _close(got, tW),
         ok=f"A = R[:r] ({r} × {d_in}), B = Q[:, :r] ({d_out} × {r}), W' = W − {scaling:g}·B·A: "
@@ -103,35 +100,35 @@ def _olora_init(answer, weight, r: int, lora_alpha) -> Table:
                     "ΔW = B·A với B (d_out × r) lấy từ Q và A (r × d_in) lấy từ R. " + qr_hint,
                     example=lambda ref: (ref[1], ref[0], ref[2])),
             Mistake(lambda _: _close(a, tA.T), f"`A` bị chuyển vị: kích thước {shape(a)}, cần {want_a}.", qr_hint,
-                    example=with_(0, lambda ref: ref[0].T)),
+                    example=part_replaced(0, lambda ref: ref[0].T)),
             Mistake(lambda _: _close(b, tB.T), f"`B` bị chuyển vị: kích thước {shape(b)}, cần {want_b}.", qr_hint,
-                    example=with_(1, lambda ref: ref[1].T)),
+                    example=part_replaced(1, lambda ref: ref[1].T)),
             Mistake(lambda _: shape(a) == tuple(R.shape), f"bạn giữ nguyên cả ma trận (A = R, kích thước {tuple(R.shape)}); "
-                    f"OLoRA chỉ giữ r = {r} thành phần đầu.", qr_hint, example=with_(0, lambda _: R)),
+                    f"OLoRA chỉ giữ r = {r} thành phần đầu.", qr_hint, example=part_replaced(0, lambda _: R)),
             Mistake(lambda _: shape(b) == tuple(Q.shape), f"bạn giữ nguyên cả ma trận (B = Q, kích thước {tuple(Q.shape)}); "
-                    f"OLoRA chỉ giữ r = {r} thành phần đầu.", qr_hint, example=with_(1, lambda _: Q)),
+                    f"OLoRA chỉ giữ r = {r} thành phần đầu.", qr_hint, example=part_replaced(1, lambda _: Q)),
             Mistake(lambda _: n_rows in (r - 1, r + 1) and a.shape[1] == d_in,
                     f"`A` có {n_rows} hàng, cần đúng r = {r} hàng (lệch một).", off_by_one,
-                    example=with_(0, lambda _: R[: r + 1])),
+                    example=part_replaced(0, lambda _: R[: r + 1])),
             Mistake(lambda _: n_cols in (r - 1, r + 1) and b.shape[0] == d_out,
                     f"`B` có {n_cols} cột, cần đúng r = {r} cột (lệch một).", off_by_one,
-                    example=with_(1, lambda _: Q[:, : r - 1])),
+                    example=part_replaced(1, lambda _: Q[:, : r - 1])),
             Mistake(lambda _: _close(b, Q[:r]) or _close(a, R[:, :r]), "bạn lấy nhầm chiều: hàng của Q hoặc cột của R.",
                     "B lấy r cột đầu của Q (`Q[:, :r]`), A lấy r hàng đầu của R (`R[:r]`). " + qr_hint,
-                    example=with_(1, lambda _: Q[:r])),
+                    example=part_replaced(1, lambda _: Q[:r])),
             Mistake(lambda _: shape(a) != want_a or shape(b) != want_b,
                     f"kích thước A {shape(a)}, B {shape(b)}; cần A {want_a}, B {want_b}.", qr_hint,
-                    example=with_(0, lambda ref: ref[0][:, :-1])),
+                    example=part_replaced(0, lambda ref: ref[0][:, :-1])),
             Mistake(lambda _: not (_close(a, tA) and _close(b, tB)) and _close(b @ a, BA),
                     "tích B·A đúng nhưng dấu của từng cột/hàng khác của peft (một phân rã QR khác).",
                     "Dùng đúng `torch.linalg.qr` trên W ở float32, như peft (`LoraLayer.olora_init`).",
                     example=lambda ref: (-ref[0], -ref[1], ref[2])),
             Mistake(lambda _: not (_close(a, tA) and _close(b, tB)), "A, B đúng kích thước nhưng sai giá trị.",
                     "Phân rã chính trọng số W của lớp (ở float32), không phải một ma trận khác. " + qr_hint,
-                    example=with_(0, lambda ref: ref[0] + 1)),
+                    example=part_replaced(0, lambda ref: ref[0] + 1)),
             # --- the shifted weight
             Mistake(lambda _: shape(got) != tuple(W.shape), f"`W_dich` có kích thước {shape(got)}, cần {tuple(W.shape)} như W.",
-                    "W' = W − s·(B @ A), với s = lora_alpha / r.", example=with_(2, lambda ref: ref[2][:-1])),
+                    "W' = W − s·(B @ A), với s = lora_alpha / r.", example=part_replaced(2, lambda ref: ref[2][:-1])),
             shift(W, "`W_dich` bằng W: bạn chưa dịch trọng số.",
                   "OLoRA trừ khỏi W đúng phần mà nhánh bộ điều hợp cộng vào: W' = W − s·B·A."),
             shift(W + scaling * BA, "dịch sai dấu: bạn cộng s·B·A vào W.",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import CourseError
 from ._common import CheckResult, _todo
-from .kit import Mistake, Table, check
+from .kit import Mistake, Table, check, part_replaced
 
 BASE = "__base__"
 ROUTE_NAMES = ("don_hang", "ngay_thang", BASE)
@@ -106,11 +106,6 @@ def _references() -> set[str]:
     return {str(make_task_splits(t)["test"][k]["answer"]).strip() for t in ("ngay_thang", "don_hang") for k in (20, 21)}
 
 
-def _replaced(k: int, value):
-    """An example of the mixed-batch table: the three answers with the ``k``-th replaced by ``value(answers)``."""
-    return lambda a: tuple(value(a) if j == k else x for j, x in enumerate(a))
-
-
 def check_mixed_batch(mixed_answers, separate_answers, identical, model, tokenizer, max_new_tokens: int,
                       requests=None) -> CheckResult:
     """The learner's mixed-batch answers, per-adapter answers and per-request verdict are right.
@@ -146,12 +141,12 @@ def _mixed_batch(answer, model, tokenizer, max_new_tokens: int, requests=None) -
             Mistake(lambda a, k=k: isinstance(a[k], str) or not isinstance(a[k], (list, tuple)),
                     f"`{label}` phải là một danh sách chuỗi, bạn đưa {type(value).__name__}.",
                     "Giải mã đầu ra bằng tokenizer.batch_decode(..., skip_special_tokens=True).",
-                    example=_replaced(k, lambda a: "w1 w2")),
+                    example=part_replaced(k, lambda a: "w1 w2")),
             Mistake(lambda a, k=k: len(a[k]) != n, f"`{label}` có {len(value) if hasattr(value, '__len__') else '?'} "
                     f"phần tử; cần đúng {n} (một câu trả lời cho mỗi yêu cầu).", "Giữ nguyên thứ tự của CAU_HOI.",
-                    example=_replaced(k, lambda a, k=k: a[k][:-1])),
+                    example=part_replaced(k, lambda a, k=k: a[k][:-1])),
             Mistake(lambda a, k=k: not all(isinstance(x, str) for x in a[k]), f"`{label}` có phần tử không phải chuỗi.",
-                    "Mỗi câu trả lời là một chuỗi.", example=_replaced(k, lambda a: list(range(n)))),
+                    "Mỗi câu trả lời là một chuỗi.", example=part_replaced(k, lambda a: list(range(n)))),
         ]
     guard += [
         Mistake(lambda a: a[0] is a[1], "`tra_loi_tron` và `tra_loi_rieng` là cùng một danh sách: bạn chưa so hai cách "
@@ -159,7 +154,7 @@ def _mixed_batch(answer, model, tokenizer, max_new_tokens: int, requests=None) -
                 "bằng set_adapter cho từng nhóm; rồi mới so.", example=lambda a: (a[0], a[0], a[2])),
         Mistake(lambda a: isinstance(a[2], bool), "`giong_het` là một giá trị True/False duy nhất; đề bài cần một danh "
                 "sách, mỗi yêu cầu một giá trị.", "Ví dụ: [a == b for a, b in zip(tra_loi_tron, tra_loi_rieng)].",
-                example=_replaced(2, lambda a: True)),
+                example=part_replaced(2, lambda a: True)),
     ]
     readable = not any(row.when(answer) for row in guard)
     references = _references()
@@ -176,31 +171,31 @@ def _mixed_batch(answer, model, tokenizer, max_new_tokens: int, requests=None) -
             Mistake(lambda a, answers=answers, bad=bad: any(answers[j].strip() in references for j in bad),
                     f"`{label}` chứa đáp án mẫu của tập dữ liệu, không phải câu mô hình sinh ra.",
                     "Sinh câu trả lời bằng model.generate, rồi giải mã phần token mới.",
-                    example=_replaced(k, lambda a: (sorted(references) * n)[:n])),
+                    example=part_replaced(k, lambda a: (sorted(references) * n)[:n])),
             Mistake(lambda a, all_from=all_from: any(name != BASE for name in names) and all_from(BASE),
                     f"`{label}`: {len(bad)} câu là câu trả lời của mô hình cơ sở (không bộ điều hợp nào).",
                     "Truyền `adapter_names=TEN` cho model.generate." if mixed else "Gọi model.set_adapter(tên) trước khi "
                     "sinh cho mỗi nhóm (và chỉ dùng disable_adapter cho \"__base__\").",
-                    example=_replaced(k, lambda a: served(BASE))),
+                    example=part_replaced(k, lambda a: served(BASE))),
             *(Mistake(lambda a, adapter=adapter, all_from=all_from: all_from(adapter),
                       f"`{label}`: {len(bad)} câu là câu trả lời của bộ `{adapter}`, không phải bộ của yêu cầu đó.",
                       "Truyền `adapter_names=TEN` cho model.generate: không có nó, cả lô đi qua bộ đang bật." if mixed
                       else "Gọi model.set_adapter(tên) cho TỪNG nhóm trước khi sinh.",
-                      example=_replaced(k, lambda a, adapter=adapter: served(adapter)))
+                      example=part_replaced(k, lambda a, adapter=adapter: served(adapter)))
               for adapter in loaded_adapters(model)),
             Mistake(lambda a, bad=bad: bool(bad), f"`{label}`: câu {bad[0]} (`{names[bad[0]]}`) là «{answers[bad[0]][:60]}», "
                     f"nhưng bộ `{names[bad[0]]}` sinh «{served()[bad[0]][:60]}»." if bad else "",
                     f"Dùng đúng thiết lập: tham lam (do_sample=False), max_new_tokens={max_new_tokens}, đệm bên trái "
                     "(padding_side=\"left\"), mẫu hội thoại với add_generation_prompt=True; mỗi câu đúng bộ của nó.",
-                    example=_replaced(k, lambda a, k=k: ["x " + a[k][0], *a[k][1:]])),
+                    example=part_replaced(k, lambda a, k=k: ["x " + a[k][0], *a[k][1:]])),
         ]
     slips += [
         Mistake(lambda a: not isinstance(a[2], (list, tuple)) or len(a[2]) != n,
                 f"`giong_het` phải là danh sách {n} giá trị True/False.",
-                "Ví dụ: [a == b for a, b in zip(tra_loi_tron, tra_loi_rieng)].", example=_replaced(2, lambda a: a[2][:-1])),
+                "Ví dụ: [a == b for a, b in zip(tra_loi_tron, tra_loi_rieng)].", example=part_replaced(2, lambda a: a[2][:-1])),
         Mistake(lambda a: [bool(x) for x in a[2]] != [x == y for x, y in zip(a[0], a[1])],
                 "`giong_het` không khớp với việc so từng cặp câu trả lời của bạn.", "Tính nó từ hai danh sách, đừng viết tay.",
-                example=_replaced(2, lambda a: [not x for x in a[2]])),
+                example=part_replaced(2, lambda a: [not x for x in a[2]])),
     ]
     return Table(guard=guard, slips=slips,
                  ok=f"Lô nhiều bộ điều hợp trả lời giống hệt từng bộ điều hợp riêng ở cả {n} yêu cầu "

@@ -18,7 +18,7 @@ from ._common import (
     _todo,
     _wrong,
 )
-from .kit import Mistake, Table, Verdict, check
+from .kit import Mistake, Table, Verdict, check, part_replaced
 
 
 def _date_dd_mm_yyyy(answer: str) -> str:
@@ -333,8 +333,7 @@ def _dpo_numbers(answer, trainer, beta: float) -> Table | CheckResult:
 
     def number_slip(i, wrong, problem, hint, near=1e-4):
         got = acc if i == 1 else value
-        return Mistake(lambda _: abs(got - wrong) < near, problem, hint,
-                       example=lambda ref: tuple(wrong if j == i else part for j, part in enumerate(ref)))
+        return Mistake(lambda _: abs(got - wrong) < near, problem, hint, example=part_replaced(i, lambda _: wrong))
 
     return Table(
         right=lambda _: margins_right and acc_right and loss_right,
