@@ -34,7 +34,7 @@ NOISY_WARNINGS = (
      "peft, saving an adapter offline: it cannot ask the Hub whether the vocabulary changed (it did not)"),
     (UserWarning, "(OLoRA|PiSSA) changes the base weights of the model and should thus not be used with other adapters",
      "peft raises it on its own conversion save (`path_initial_model_for_weight_conversion` loads the initial adapter "
-     "beside the trained one), where nothing is wrong; lesson 5 shows the case it is meant for, warnings recorded"),
+     "beside the trained one), where nothing is wrong; olora_finetuning shows the case it is meant for, warnings recorded"),
     (FutureWarning, r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated",
      "peft 0.21 and TRL 1.16 still use transformers' old names for activation checkpointing (which the course "
      "keeps off): nothing a learner can change"),

@@ -1,4 +1,4 @@
-"""OLoRA on one weight, by hand, and the small measurements lesson 5 (OLoRA) needs.
+"""OLoRA on one weight, by hand, and the small measurements olora_finetuning needs.
 
 OLoRA (``LoraConfig(init_lora_weights="olora")``) starts the adapter from the QR decomposition
 of each adapted weight ``W`` (``d_out x d_in``): with ``W = Q R``,

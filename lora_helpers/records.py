@@ -7,8 +7,8 @@ recorded seed band. Each run is one JSON file, ``records/<sweep>/<key>.json``::
     {"sweep", "key", "config": {"task", "recipe"} or {"task", "variant_run"}, "config_hash", "results": {...},
      "provenance": {...}}
 
-Two kinds of run: an SFT run (``recipe``: ``training.train_lora_adapter`` with that recipe, lesson 2) and a
-variant run (``variant_run``: the settings of ``variants.train_variant``'s plain AdamW loop, lesson 6).
+Two kinds of run: an SFT run (``recipe``: ``training.train_lora_adapter`` with that recipe, lora_finetuning) and a
+variant run (``variant_run``: the settings of ``variants.train_variant``'s plain AdamW loop, lora_from_scratch_and_variants).
 
 ``config`` is what the code says the run is (:data:`SWEEPS`), ``config_hash`` its hash. When the code changes what a
 run means (the recipe, the sweep's settings), the hash of the run the code now describes no longer matches the
@@ -75,7 +75,7 @@ def config_hash(config: dict) -> str:
 
 # --------------------------------------------------------------------------- the sweeps the course records
 def _rank_seeds() -> list[RunSpec]:
-    """Lesson 2's rank experiment in its CPU profile, with three seeds per rank instead of two: ``ngay_thang``,
+    """lora_finetuning's rank experiment in its CPU profile, with three seeds per rank instead of two: ``ngay_thang``,
     LoRA all-linear r ∈ {4, 8, 16} with lora_alpha = 2r, learning rate 1e-3, 10 steps at batch 4, validation on
     16 rows, 20 test rows scored. The recipe's seed draws the splits too (``train_lora_adapter``), so the band
     across seeds covers the data drawn as well as the LoRA initialisation and batch order; ranks are compared
@@ -85,7 +85,7 @@ def _rank_seeds() -> list[RunSpec]:
             for r in (4, 8, 16) for seed in (0, 1, 2)]
 
 
-# Lesson 6's runs (notebooks/lora_from_scratch_and_variants.ipynb reads them and re-runs seed 0 of each live):
+# lora_from_scratch_and_variants' runs (notebooks/lora_from_scratch_and_variants.ipynb reads them and re-runs seed 0 of each live):
 # one plain AdamW loop per run, LoRA on q_proj and v_proj, r = 8, alpha = 16, lr 1e-3, 6 steps at batch 4, the
 # splits drawn with seed 0 for every run (the run's seed sets the LoRA initialisation and the batch order), the
 # validation loss on 8 rows, 50 test rows scored by teacher forcing in fp32.
@@ -95,7 +95,7 @@ VARIANT_SEEDS = (0, 1, 2)
 
 
 def _variant_seeds() -> list[RunSpec]:
-    """Each LoRA variant (``variants.VARIANTS``) with :data:`VARIANT_SEEDS`: lesson 6's comparison, 3 seeds each."""
+    """Each LoRA variant (``variants.VARIANTS``) with :data:`VARIANT_SEEDS`: lora_from_scratch_and_variants' comparison, 3 seeds each."""
     from .variants import VARIANTS
 
     return [RunSpec("variant_seeds", f"{v}_seed{seed}", "ngay_thang",

@@ -11,7 +11,7 @@
 * :func:`tokenize_rows` / :func:`make_batches`: course rows as padded causal-LM batches whose labels
   cover the answer only (the prompt is masked with -100), in a seeded order;
 * :func:`train_steps`: a plain PyTorch loop (AdamW) over those batches, returning the loss per step;
-* :func:`variant_data`: the data every run of lesson 6 (and its recorded sweep) trains and is measured on;
+* :func:`variant_data`: the data every run of lora_from_scratch_and_variants (and its recorded sweep) trains and is measured on;
 * :func:`train_variant`: one run of a variant on a course task (fresh base model, same data, seed,
   steps and rank for every variant); it returns a :class:`VariantRun` with the loss curve,
   validation loss, test verdicts (teacher forced, in fp32), seconds per step, peak memory and trainable parameters;
