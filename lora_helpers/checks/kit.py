@@ -80,11 +80,16 @@ class Table:
 
     def judge(self, answer) -> CheckResult:
         found = first_wrong(self.guard, answer)
-        if found is None and (self.right is None or not self.right(answer)):
-            found = first_wrong(self.slips, answer)
-            if found is None and self.right is not None:
-                found = _wrong(*(self.otherwise or ("đáp án chưa khớp.", "Đọc lại đề bài và làm lại từng bước.")))
-        return _ok(self.ok, self.measured) if found is None else found
+        if found is not None:
+            return found
+        if self.right is not None and self.right(answer):
+            return _ok(self.ok, self.measured)
+        found = first_wrong(self.slips, answer)
+        if found is not None:
+            return found
+        if self.right is None:
+            return _ok(self.ok, self.measured)
+        return _wrong(*(self.otherwise or ("đáp án chưa khớp.", "Đọc lại đề bài và làm lại từng bước.")))
 
 
 def first_wrong(rows: Sequence[Mistake], answer) -> CheckResult | None:
