@@ -55,6 +55,47 @@ class Lesson:
         """Seconds since :func:`start_lesson`."""
         return time.perf_counter() - self.started
 
+    def load_base(self, dtype=None):
+        """A fresh copy of the course's base model on the lesson's device: exactly
+        ``AutoModelForCausalLM.from_pretrained(find_base_model(), dtype=dtype or lesson.dtype).to(lesson.device)``
+        (in eval mode, as ``from_pretrained`` leaves it; a Trainer switches to train mode itself).
+
+        The one way every lesson loads the base after its first, written-out ``from_pretrained``: a trainer wraps
+        the model it is given, so each run needs its own copy. ``dtype``: a ``torch.dtype`` or its name, e.g.
+        ``"bfloat16"`` for a copy in low precision (default: the lesson's ``dtype``, float32)."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from .models import find_base_model
+
+        if isinstance(dtype, str):
+            dtype = _dtype_named(dtype)
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            from .errors import CourseError
+
+            raise CourseError(f"`dtype` phải là một torch.dtype hay tên của nó, nhận {dtype!r}.",
+                              "Ví dụ: `LESSON.load_base(torch.bfloat16)` hoặc `LESSON.load_base(\"bfloat16\")`.")
+        model = AutoModelForCausalLM.from_pretrained(find_base_model(), dtype=self.dtype if dtype is None else dtype)
+        return model.to(self.device)
+
+    def load_tokenizer(self):
+        """The base model's tokenizer, ready for batched generation (a pad token, left padding):
+        ``models.load_tokenizer(find_base_model())``."""
+        from .models import find_base_model, load_tokenizer
+
+        return load_tokenizer(find_base_model())
+
+
+def _dtype_named(name: str):
+    import torch
+
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        from .errors import CourseError
+
+        raise CourseError(f"Không có kiểu số `torch.{name}`.", "Dùng một trong: \"float32\", \"bfloat16\", \"float16\".")
+    return dtype
+
 
 def quiet_libraries() -> None:
     """Progress bars and info logs of transformers and datasets off; the :data:`NOISY_WARNINGS` silenced (before
@@ -89,7 +130,7 @@ def start_lesson(seed: int = 0, dtype=None, show: bool = True) -> Lesson:
     seed_everything(seed)
     device = pick_device()
     if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        dtype = _dtype_named(dtype)
     dtype = torch.float32 if dtype is None else dtype
     if device == "cpu":
         compact_lm_head_on_cpu()

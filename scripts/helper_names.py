@@ -32,6 +32,19 @@ def _code(notebook: Path) -> str:
     return "\n".join(lines)
 
 
+def _defining_module(module: str, name: str) -> str:
+    """The module that defines ``name`` when a notebook imports it from the package's top level (re-exports)."""
+    if module != "lora_helpers":
+        return module
+    import lora_helpers
+
+    obj = getattr(lora_helpers, name, None)
+    defined = getattr(obj, "__module__", None) if callable(obj) else None
+    if name in getattr(lora_helpers, "_MODULE_OF", {}):
+        return f"lora_helpers.{lora_helpers._MODULE_OF[name]}"
+    return defined if defined and defined.startswith("lora_helpers") else module
+
+
 def names_used() -> dict[tuple[str, str], set[str]]:
     """(module, name) -> the lesson slugs whose lesson, solutions or exercises notebook uses it."""
     used: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -47,7 +60,7 @@ def names_used() -> dict[tuple[str, str], set[str]]:
                         if importlib.util.find_spec(f"{module}.{alias.name}") if module == "lora_helpers" else False:
                             aliases[alias.asname or alias.name] = f"{module}.{alias.name}"
                             continue
-                        used[(module, alias.name)].add(slug)
+                        used[(_defining_module(module, alias.name), alias.name)].add(slug)
             for node in ast.walk(tree):
                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
                     used[(aliases[node.value.id], node.attr)].add(slug)
@@ -74,7 +87,11 @@ def table() -> str:
         "tay. Cột \"bài\" là tên notebook. Mỗi hàm chỉ lo phần vặt (tìm mô hình ngoại tuyến, đo, vẽ, chấm); lời gọi "
         "`transformers`/`peft`/`trl` mà bài dạy luôn được viết ra trong bài.",
         "",
-        f"{len(helpers)} tên trợ giúp và {len(checks)} hàm kiểm tra bài tập, dùng trong {len(lessons)} bài.",
+        f"{len(helpers)} tên trợ giúp và {len(checks)} hàm kiểm tra bài tập, dùng trong {len(lessons)} bài. Mọi tên "
+        "trợ giúp được nhập từ chính `lora_helpers` (`from lora_helpers import ...`); cột \"mô-đun\" là nơi viết "
+        "ra nó, để đọc cách làm. Số tên trợ giúp mỗi bài gặp (bài học, lời giải và bài tập của nó):",
+        "",
+        *(f"- {slug}: {sum(slug in slugs for slugs in helpers.values())}" for slug in lessons),
         "",
         "## Trợ giúp",
         "",

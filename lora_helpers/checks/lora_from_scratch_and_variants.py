@@ -187,7 +187,7 @@ def check_scratch_parity(answer, scratch_model, peft_model, tolerance: float = 1
 
     for bad, problem, hint in [
         (lambda: scratch_model is peft_model, "hai mô hình là cùng một đối tượng: so nó với chính nó thì luôn khớp.",
-         "Dựng mô hình peft từ một bản mô hình cơ sở khác: `get_peft_model(load_base(), cấu_hình)`."),
+         "Dựng mô hình peft từ một bản mô hình cơ sở khác: `get_peft_model(LESSON.load_base(), cấu_hình)`."),
         (lambda: not _is_peft_model(peft_model), f"`mo_hinh_peft` là `{type(peft_model).__name__}`, không phải PeftModel.",
          "Dùng `get_peft_model(...)`."),
         (lambda: not ours, "`mo_hinh_tu_viet` không có lớp LoRA tự viết nào (mô-đun có `base`, `lora_A`, `lora_B`).",

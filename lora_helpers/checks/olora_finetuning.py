@@ -155,7 +155,7 @@ def check_shifted_layer_count(answer, peft_model, original, r: int | None = None
         return _todo()
     if not _is_peft_model(peft_model):
         return _wrong(f"`mo_hinh_olora` là `{type(peft_model).__name__}`, chưa có bộ điều hợp.",
-                      "Tạo nó bằng `get_peft_model(load_base(), LoraConfig(..., init_lora_weights=\"olora\"))`.")
+                      "Tạo nó bằng `get_peft_model(LESSON.load_base(), LoraConfig(..., init_lora_weights=\"olora\"))`.")
     config = _adapter_config(peft_model)
     if not _is_olora(config):
         return _wrong(f"`mo_hinh_olora` có `init_lora_weights={config.init_lora_weights!r}`: đó là LoRA thường "
@@ -171,7 +171,7 @@ def check_shifted_layer_count(answer, peft_model, original, r: int | None = None
                       "mô hình bạn truyền vào (gắn lớp LoRA và, với OLoRA, dịch W ngay trong đối tượng đó), nên so với "
                       "nó thì mọi lớp đều \"không đổi\".",
                       "Chạy lại ô chuẩn bị để có `mo_hinh_goc` nguyên vẹn, rồi truyền vào get_peft_model một mô hình "
-                      "mới: `get_peft_model(load_base(), ...)`.")
+                      "mới: `get_peft_model(LESSON.load_base(), ...)`.")
     changes = base_weight_changes(original, peft_model)
     truth, n_layers = changes["n_changed"], changes["n_layers"]
     per_type: dict[str, int] = {}
@@ -342,7 +342,7 @@ def check_olora_parity(result, trained, converted, r: int | None = None, min_pro
             return _wrong(f"`{name}` là `{type(model).__name__}`, không có bộ điều hợp.",
                           "So mô hình OLoRA đã huấn luyện với bản chuyển đổi nạp bằng `PeftModel.from_pretrained`.")
     t_cfg, c_cfg = _adapter_config(trained), _adapter_config(converted)
-    load_hint = "Nạp bản chuyển đổi lên một mô hình cơ sở mới: `PeftModel.from_pretrained(load_base(), str(CONVERTED_DIR))`."
+    load_hint = "Nạp bản chuyển đổi lên một mô hình cơ sở mới: `PeftModel.from_pretrained(LESSON.load_base(), str(CONVERTED_DIR))`."
     if not _is_olora(t_cfg):
         return _wrong(f"`mo_hinh_huan_luyen` có `init_lora_weights={t_cfg.init_lora_weights!r}`, không phải mô hình OLoRA "
                       "đã huấn luyện.", "Mô hình thứ nhất là mô hình OLoRA bạn đã huấn luyện (trọng số đã dịch).")
@@ -452,7 +452,7 @@ def check_olora_share_decision(answer, converted_dir, plain_dir, load_base, orig
             Mistake(lambda _: _as_int(_field(numbers, "lớp_bị_sửa")) != shifted,
                     f"`số_liệu['lớp_bị_sửa']` = {_field(numbers, 'lớp_bị_sửa')!r} không khớp số lớp mà bản lưu thường "
                     "dịch khi nạp lên một mô hình cơ sở mới.",
-                    "Nạp `thu_muc_thuong` lên `load_base()` bằng `PeftModel.from_pretrained`, rồi đếm bằng "
+                    "Nạp `thu_muc_thuong` lên `LESSON.load_base()` bằng `PeftModel.from_pretrained`, rồi đếm bằng "
                     "`base_weight_changes(mo_hinh_goc, ...)['n_changed']`.",
                     example=lambda ref: _decided(ref, **{"lớp_bị_sửa": shifted + 1})),
             *([Mistake(lambda _: plain == _PLAIN, f"chính số liệu của bạn phản bác lựa chọn này: nạp bản thường sửa {shifted} "

@@ -188,7 +188,7 @@ def check_dpo_trainer(trainer, r: int, target_modules, steps: int) -> Table:
                     example=lambda ref: _changed_trainer(ref, ref_model=ref.model.get_base_model())),
             Mistake(lambda _: "ref" in adapters, "trainer có thêm bộ điều hợp `ref`: bạn đã đưa vào một `PeftModel`, nên TRL "
                     "coi đó là bộ điều hợp đã huấn luyện và chép nó làm tham chiếu.",
-                    "Với bộ điều hợp mới, đưa mô hình cơ sở (`load_base()`) cùng `peft_config=...`, đừng gọi "
+                    "Với bộ điều hợp mới, đưa mô hình cơ sở (`LESSON.load_base()`) cùng `peft_config=...`, đừng gọi "
                     "`get_peft_model` trước.",
                     example=lambda ref: _changed_trainer(ref, lambda m: m.peft_config.update(ref=m.peft_config["default"]))),
             Mistake(lambda _: getattr(config, "r", None) is None,
