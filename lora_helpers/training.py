@@ -7,9 +7,7 @@
   ``scripts/build_adapters.py`` both run; it returns a :class:`LoraRun`;
 * :func:`write_metrics` / :func:`read_metrics`: the one metrics file a run writes beside its adapter;
 * :func:`loss_history`, :func:`steps_to_reach`: reading the loss curves of a trainer;
-* :func:`estimate_callback`: a Trainer callback that prints the run's expected duration after its second step;
-* :func:`qlora_adapter_dtype`, :func:`cast_trainable`, :func:`trainable_dtypes`: the dtype the adapter of a 4-bit
-  (QLoRA) model is trained in, and undoing TRL's unconditional bf16 cast where bf16 is not computed natively.
+* :func:`estimate_callback`: a Trainer callback that prints the run's expected duration after its second step.
 """
 
 from __future__ import annotations
@@ -160,53 +158,6 @@ def estimate_callback(label: str = ""):
             self.marks.append(None)  # printed: nothing more
 
     return _EarlyStepsEstimate()
-
-
-def qlora_adapter_dtype(precision=None):
-    """The dtype to keep the trainable adapter weights of a quantized (4-bit/8-bit) base model in.
-
-    ``torch.bfloat16`` where ``precision`` (an ``env.Precision``; default: this machine's profile) computes in bf16,
-    i.e. where the device computes bf16 natively: the QLoRA recipe (Dettmers et al., 2023, arXiv:2305.14314), and what
-    TRL does. ``torch.float32`` everywhere else: on a CPU without bf16 instructions (or under
-    ``LORA_COURSE_PRECISION=fp32``) bf16 arithmetic is emulated, many times slower than fp32; on a GPU without bf16
-    (T4, fp16 profile) the fp16 GradScaler wants fp32 master weights, and bf16 is never emulated there either.
-    """
-    import torch
-
-    precision = precision or precision_profile()
-    return torch.bfloat16 if precision.bf16 else torch.float32
-
-
-def trainable_dtypes(model) -> dict:
-    """``{dtype name: number of trainable weights}`` of ``model``, e.g. ``{"float32": 2442240}``."""
-    counts = {}
-    for p in model.parameters():
-        if p.requires_grad:
-            name = str(p.dtype).removeprefix("torch.")
-            counts[name] = counts.get(name, 0) + p.numel()
-    return counts
-
-
-def cast_trainable(model, dtype) -> dict:
-    """Store every trainable parameter of ``model`` in ``dtype``, in place; returns :func:`trainable_dtypes` after.
-
-    Why it is needed: TRL 1.16's ``SFTTrainer`` and ``DPOTrainer``, when the model they are given is quantized
-    (``getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)``), cast every
-    parameter with ``requires_grad`` (DoRA's magnitude vector excepted) to ``torch.bfloat16`` right after wrapping the
-    model with ``peft_config`` ("When using QLoRA, the PEFT adapter weights are converted to bf16",
-    ``trl/trainer/dpo_trainer.py`` and ``sft_trainer.py``). The cast ignores ``bf16=``/``fp16=`` and has no flag to
-    turn it off (peft's ``autocast_adapter_dtype=False`` does not apply to quantized models, peft#2889). Where the
-    device does not compute bf16 natively, undo it after building the trainer and before ``train()``::
-
-        cast_trainable(trainer.model, qlora_adapter_dtype(precision))
-
-    The optimizer is created in ``train()``, and the parameters stay the same objects (only ``.data`` changes), so
-    it trains the tensors in ``dtype``. Frozen parameters (the 4-bit base) are left as they are.
-    """
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != dtype:
-            p.data = p.data.to(dtype)
-    return trainable_dtypes(model)
 
 
 def loss_history(trainer_or_log) -> dict:

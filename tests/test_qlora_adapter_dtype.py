@@ -1,4 +1,5 @@
-"""The dtype of a QLoRA adapter: TRL's unconditional bf16 cast on quantized models, and ``cast_trainable`` undoing it.
+"""The dtype of a QLoRA adapter: TRL's unconditional bf16 cast on quantized models, and the undo that
+trl_peft_preference's QLoRA section writes out (``p.data = p.data.to(dtype)`` for every trainable weight).
 
 TRL 1.16 decides "quantized" from ``is_loaded_in_4bit``/``is_loaded_in_8bit`` on the model it is given, so a tiny
 random Llama with that attribute set stands in for a bitsandbytes model: the test needs neither bitsandbytes nor the
@@ -7,14 +8,26 @@ course model, and fails if a TRL upgrade changes the condition or drops the cast
 
 import copy
 
-import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer
 
-from lora_helpers.env import Precision
-from lora_helpers.training import cast_trainable, qlora_adapter_dtype, trainable_dtypes
+
+def trainable_dtypes(model) -> dict:
+    counts = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            counts[str(p.dtype).removeprefix("torch.")] = counts.get(str(p.dtype).removeprefix("torch."), 0) + p.numel()
+    return counts
+
+
+def cast_trainable(model, dtype) -> dict:
+    """The lesson's undo, as written in its QLoRA cell."""
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.to(dtype)
+    return trainable_dtypes(model)
 
 
 def _pairs(n=4):
@@ -30,13 +43,6 @@ def _trainer(model, tokenizer, tmp_path):
                      activation_checkpointing=False, use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
     lora = LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     return DPOTrainer(model=model, args=args, train_dataset=_pairs(), processing_class=tok, peft_config=lora)
-
-
-@pytest.mark.parametrize("compute, expected", [("bf16", torch.bfloat16), ("fp16", torch.float32),
-                                               ("fp32", torch.float32)])
-def test_adapter_dtype_is_bf16_only_where_the_profile_computes_bf16(compute, expected):
-    assert qlora_adapter_dtype(Precision("cpu", compute, "test")) is expected
-    assert qlora_adapter_dtype(Precision("cuda", compute, "test")) is expected
 
 
 def test_trl_casts_adapters_of_a_quantized_model_to_bf16_and_cast_trainable_undoes_it(
