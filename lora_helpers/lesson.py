@@ -22,6 +22,8 @@ the start time.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -39,6 +41,24 @@ NOISY_WARNINGS = (
      "peft 0.21 and TRL 1.16 still use transformers' old names for activation checkpointing (which the course "
      "keeps off): nothing a learner can change"),
 )
+
+
+# (logger, start of the message as a regular expression, why). Log records, not warnings: filtered on their logger.
+NOISY_LOGS = (
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community",
+     "bitsandbytes 0.50 on a CPU with avx512_bf16 tries to download an optional faster 4-bit kernel from the Hub "
+     "(package `kernels`) when it is imported (peft imports it); offline it falls back to its own kernel, which the "
+     "course measures"),
+)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, pattern: str):
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.match(record.getMessage())
 
 
 @dataclass(frozen=True)
@@ -98,10 +118,14 @@ def _dtype_named(name: str):
 
 
 def quiet_libraries() -> None:
-    """Progress bars and info logs of transformers and datasets off; the :data:`NOISY_WARNINGS` silenced (before
-    the libraries are imported: tqdm warns at import time)."""
+    """Progress bars and info logs of transformers and datasets off; the :data:`NOISY_WARNINGS` and
+    :data:`NOISY_LOGS` silenced (before the libraries are imported: tqdm and bitsandbytes speak at import time)."""
     for category, message, _why in NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name, message, _why in NOISY_LOGS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) and f.pattern.pattern == message for f in logger.filters):
+            logger.addFilter(_DropMessages(message))
     import datasets
     import transformers
 

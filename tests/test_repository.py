@@ -269,6 +269,22 @@ def test_the_opener_silences_only_named_messages():
     assert [str(w.message) for w in caught] == ["a new message the learner should read", "a deprecation"]
 
 
+def test_the_opener_drops_only_the_named_log_messages(caplog):
+    import logging
+
+    from lora_helpers.lesson import NOISY_LOGS, quiet_libraries
+
+    assert all(name and message and why for name, message, why in NOISY_LOGS)
+    quiet_libraries()
+    quiet_libraries()                                   # twice: one filter per message, not two
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    assert len(logger.filters) == 1
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please ...", "offline")
+        logger.warning("Failed to load CPU-only bitsandbytes library")
+    assert [r.getMessage() for r in caplog.records] == ["Failed to load CPU-only bitsandbytes library"]
+
+
 # The names a learner meets (docs/helpers.md): issue 27 asks for about 25 helpers; the count may only go down.
 MAX_HELPER_NAMES = 111
 
