@@ -206,6 +206,18 @@ class Precision:
 
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.compute)
 
+    @property
+    def compute_dtype(self):
+        """The torch dtype a 4-bit base computes in: ``BitsAndBytesConfig(bnb_4bit_compute_dtype=...)``.
+
+        bf16 where the device computes bf16 natively (a CUDA GPU of capability 8 or more, a CPU that
+        :func:`cpu_bf16_native` found fast), fp16 on a GPU without native bf16 (a T4: never emulated bf16),
+        float32 otherwise (an AVX2-only CPU, ``LORA_COURSE_PRECISION=fp32``, other devices). It is the profile's
+        own decision (:func:`precision_profile`), so 4-bit cells and mixed-precision training agree."""
+        import torch
+
+        return self.autocast_dtype or torch.float32
+
     def autocast(self):
         """``torch.autocast`` for evaluation under this profile (a no-op context in fp32)."""
         import torch

@@ -1,56 +1,44 @@
-"""What 4-bit NF4 rounding does to a LoRA update, measured on CPU without bitsandbytes.
+"""What 4-bit NF4 rounding does to a LoRA update, measured with bitsandbytes (on CPU or GPU).
 
 QLoRA stores the frozen base weights in 4-bit NormalFloat (NF4): the weights are cut into blocks of
 64 values; each block keeps its absolute maximum (``absmax``) and, for each value, the index of the
 nearest of 16 fixed levels in ``[-1, 1]`` (spaced for normally distributed weights) after dividing
-by ``absmax``. :data:`NF4_LEVELS` are those 16 levels as bitsandbytes defines them
-(``bitsandbytes.functional``; Dettmers et al., 2023, arXiv:2305.14314, appendix E).
+by ``absmax`` (Dettmers et al., 2023, arXiv:2305.14314, appendix E). "Double quantization" stores
+the ``absmax`` themselves in 8 bits. bitsandbytes does all of it, on CPU too:
+``bitsandbytes.functional.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)``
+and ``dequantize_4bit`` (the levels are ``bitsandbytes.functional.get_4bit_type("nf4")``); that is
+what ``BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True)``
+runs on every linear layer, and what peft runs again when it merges into a ``Linear4bit``.
 
-:func:`nf4_roundtrip` quantizes and de-quantizes a tensor that way (the second-level quantization
-of ``absmax`` that QLoRA adds, "double quantization", is left out: it changes each block's scale by
-a tiny amount, not which level a value lands on in any way that matters here). :func:`requantization_loss`
-asks the merging question: if a LoRA update is merged into an NF4 base and rounded back to NF4, how much of it survives?
+What bitsandbytes does not answer is the merging question, :func:`requantization_loss`: if a LoRA
+update is merged into an NF4 base and rounded back to NF4, how much of it survives?
 """
 
 from __future__ import annotations
 
 from .errors import CourseError
 
-BLOCK = 64
-NF4_LEVELS = (
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
-    0.7229568362236023, 1.0,
-)
+BLOCK = 64  # QLoRA's block size (bitsandbytes' default for 4-bit)
 
 
-def nf4_roundtrip(tensor, block: int = BLOCK):
-    """``tensor`` quantized to NF4 (blocks of ``block`` values, absmax scale) and back, float32, same shape."""
-    import torch
+def _nf4(tensor, block: int, double_quant: bool):
+    """``tensor`` through bitsandbytes' NF4 and back (float32, same shape)."""
+    import bitsandbytes.functional as bnb_f
 
-    if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-        raise CourseError("nf4_roundtrip cần một tensor số thực (float32/bf16/fp16).",
-                          "Truyền trọng số của một lớp, ví dụ `lop.weight.detach()`.")
-    if not isinstance(block, int) or block < 1:
-        raise CourseError(f"Kích thước khối phải là số nguyên dương, nhận {block!r}.", "QLoRA dùng khối 64.")
-    flat = tensor.detach().float().reshape(-1)
-    pad = (-flat.numel()) % block
-    blocks = torch.cat([flat, flat.new_zeros(pad)]).view(-1, block)
-    absmax = blocks.abs().amax(dim=1, keepdim=True)
-    scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
-    levels = torch.tensor(NF4_LEVELS, dtype=torch.float32, device=flat.device)
-    index = ((blocks / scale).unsqueeze(-1) - levels).abs().argmin(dim=-1)   # nearest level
-    out = levels[index] * scale
-    return out.reshape(-1)[: flat.numel()].view(tensor.shape)
+    data = tensor.detach().float().contiguous()
+    packed, state = bnb_f.quantize_4bit(data, blocksize=block, quant_type="nf4",
+                                        compress_statistics=double_quant)
+    return bnb_f.dequantize_4bit(packed, state).float().view(tensor.shape)
 
 
-def requantization_loss(weight, delta, block: int = BLOCK) -> dict:
+def requantization_loss(weight, delta, block: int = BLOCK, double_quant: bool = True) -> dict:
     """What survives of a LoRA update ``delta`` merged into an NF4 base and stored in NF4 again.
 
     This is a merge into a QLoRA base: the base is ``Wq = Q(weight)`` (the 4-bit weights QLoRA trained
     on), the merge de-quantizes it, adds ``delta`` and rounds back, so the update that reaches the
-    stored model is ``applied = Q(Wq + delta) - Wq`` (``Q`` = :func:`nf4_roundtrip`). Returns
+    stored model is ``applied = Q(Wq + delta) - Wq``. ``Q`` is bitsandbytes' NF4 round trip
+    (``quantize_4bit``/``dequantize_4bit``, ``quant_type="nf4"``, blocks of ``block``, double quantization
+    of the block scales when ``double_quant``: QLoRA's defaults). Returns
 
     * ``erased``: fraction of the elements with ``delta != 0`` where less than half of the update
       survives (``|applied| < |delta| / 2``);
@@ -64,12 +52,19 @@ def requantization_loss(weight, delta, block: int = BLOCK) -> dict:
     if not isinstance(weight, torch.Tensor) or not isinstance(delta, torch.Tensor):
         raise CourseError("requantization_loss cần hai tensor: W và ΔW.",
                           "Ví dụ: `lop.base_layer.weight` và `lop.get_delta_weight('default')`.")
+    if not weight.is_floating_point() or not delta.is_floating_point():
+        raise CourseError("requantization_loss cần tensor số thực (float32/bf16/fp16).",
+                          "Truyền trọng số của một lớp, ví dụ `lop.base_layer.weight` (không phải trọng số 4-bit đã "
+                          "đóng gói kiểu uint8: giải lượng tử nó trước).")
     if tuple(weight.shape) != tuple(delta.shape):
         raise CourseError(f"W {tuple(weight.shape)} và ΔW {tuple(delta.shape)} phải cùng kích thước.",
                           "Lấy ΔW của đúng lớp đó, ví dụ `lop.get_delta_weight('default')`.")
-    d = delta.detach().float()
-    base = nf4_roundtrip(weight, block)
-    applied = nf4_roundtrip(base + d, block) - base
+    if not isinstance(block, int) or block not in {64, 128, 256, 512, 1024, 2048, 4096}:
+        raise CourseError(f"Kích thước khối {block!r} không dùng được với bitsandbytes.",
+                          "QLoRA dùng khối 64 (mặc định); bitsandbytes nhận 64, 128, …, 4096.")
+    d = delta.detach().float().cpu()
+    base = _nf4(weight.detach().cpu(), block, double_quant)
+    applied = _nf4(base + d, block, double_quant) - base
     nonzero = d != 0
     flat = base.reshape(-1)
     pad = (-flat.numel()) % block

