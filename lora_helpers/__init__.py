@@ -24,7 +24,7 @@ EXPORTS = {
     "broken": ("broken_adapter_cases", "CAUSES"),
     "data": ("check_messages_dataset", "get_task", "make_task_splits", "make_unseen_split", "parse_json_object",
              "prompts_of", "TASKS", "to_prompt_completion"),
-    "env": ("autocast_wrapped", "precision_profile", "seed_everything"),
+    "env": ("autocast_wrapped", "seed_everything"),
     "evaluation": ("evaluate_task", "evaluate_task_fast", "generate", "score_answer", "teacher_forced_scores"),
     "figures": ("show_figure",),
     "merging": ("available_memory", "lora_layers", "merge_checked", "merge_memory_breakdown", "save_merged"),
