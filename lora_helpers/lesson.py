@@ -95,7 +95,7 @@ class Lesson:
 
             raise CourseError(f"`dtype` phải là một torch.dtype hay tên của nó, nhận {dtype!r}.",
                               "Ví dụ: `LESSON.load_base(torch.bfloat16)` hoặc `LESSON.load_base(\"bfloat16\")`.")
-        model = AutoModelForCausalLM.from_pretrained(find_base_model(), dtype=self.dtype if dtype is None else dtype)
+        model = AutoModelForCausalLM.from_pretrained(find_base_model(verbose=False), dtype=self.dtype if dtype is None else dtype)
         return model.to(self.device)
 
     def load_tokenizer(self):
@@ -103,7 +103,7 @@ class Lesson:
         ``models.load_tokenizer(find_base_model())``."""
         from .models import find_base_model, load_tokenizer
 
-        return load_tokenizer(find_base_model())
+        return load_tokenizer(find_base_model(verbose=False))
 
 
 def _dtype_named(name: str):

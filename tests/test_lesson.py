@@ -29,7 +29,7 @@ def opened(monkeypatch):
         return _Loaded(path, dtype)
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
-    monkeypatch.setattr(models, "find_base_model", lambda: "/base/model")
+    monkeypatch.setattr(models, "find_base_model", lambda verbose=True: "/base/model")
     return lesson.Lesson(device="meta", dtype=torch.float32, precision=None, started=time.perf_counter()), calls
 
 
