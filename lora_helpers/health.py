@@ -13,6 +13,9 @@ in Vietnamese, what to do when it fails:
   ``target_modules`` that matches only some types or some blocks is reported with the names it missed;
 * **B ≠ 0** (with ``trained=True``): after training, ``lora_B`` is non-zero in every adapted layer (peft starts it
   at zero; still zero means no gradient ever reached it);
+* **active**: the adapter is the active one and no layer has adapters switched off. ``load_adapter`` does not
+  activate what it loads (``set_adapter`` does), and ``disable_adapter_layers()`` (or code left inside
+  ``with model.disable_adapter():``) switches every adapter off until ``enable_adapter_layers()``;
 * **effect** (with a ``probe``): the logits with the adapter on and under ``disable_adapter()`` differ, in eval
   mode; identical logits mean the adapter is disabled, not active, or zero;
 * **labels** (with a training ``batch``): the prompt is masked (``-100``) and the answer's last token, the
@@ -198,6 +201,19 @@ def _b_nonzero(layers, name, trained) -> Finding:
                    "tốc độ học, và (với gradient checkpointing) `model.enable_input_require_grads()`.")
 
 
+def _active(model, layers, name) -> Finding:
+    active = getattr(model, "active_adapters", None)
+    active = list(active() if callable(active) else active or [getattr(model, "active_adapter", None)])
+    off = sum(bool(getattr(m, "disable_adapters", False)) for _, m in layers)
+    detail = f"bộ đang chọn: {', '.join(map(str, active))}; lớp đang tắt bộ điều hợp: {off}/{len(layers)}"
+    if name not in active:
+        return Finding("đang bật", False, detail,
+                       f"`load_adapter` chỉ nạp, không chọn: gọi `model.set_adapter(\"{name}\")` trước khi dùng nó.")
+    return Finding("đang bật", off == 0, detail,
+                   "Bộ điều hợp đang bị tắt (`disable_adapter_layers()`, hoặc mã còn nằm trong "
+                   "`with model.disable_adapter():`): gọi `model.enable_adapter_layers()`, hoặc ra khỏi khối `with`.")
+
+
 def _effect(model, probe) -> Finding:
     import torch
 
@@ -288,6 +304,7 @@ def adapter_health(model, *, adapter_name: str | None = None, for_training: bool
         _count(model, layers, name, config),
         _coverage(model, layers),
         _b_nonzero(layers, name, trained),
+        _active(model, layers, name),
         _effect(model, probe),
         _labels(batch, tokenizer),
         _base(model, adapter_dir),

@@ -85,7 +85,21 @@ def test_target_modules_matching_only_some_blocks_is_reported():
 def test_a_disabled_adapter_has_no_effect():
     model = train_b(lora())
     model.base_model.disable_adapter_layers()
-    assert adapter_health(model, probe=PROBE)["có tác dụng"].ok is False
+    report = adapter_health(model, probe=PROBE)
+    assert report["có tác dụng"].ok is False
+    assert report["đang bật"].ok is False and "enable_adapter_layers" in report["đang bật"].fix
+    model.base_model.enable_adapter_layers()
+    assert adapter_health(model, probe=PROBE)["đang bật"].ok
+
+
+def test_an_adapter_loaded_but_not_set_is_not_active(tmp_path):
+    train_b(lora()).save_pretrained(tmp_path / "a")
+    model = train_b(lora())
+    model.load_adapter(tmp_path / "a", adapter_name="moi")
+    report = adapter_health(model, adapter_name="moi", probe=PROBE)
+    assert report["đang bật"].ok is False and 'set_adapter("moi")' in report["đang bật"].fix
+    model.set_adapter("moi")
+    assert adapter_health(model, adapter_name="moi", probe=PROBE)["đang bật"].ok
 
 
 def test_labels_masking_the_end_of_turn_token_are_caught():
