@@ -25,7 +25,8 @@ in Vietnamese, what to do when it fails:
 * **autocast**: no module still runs under a mixed-precision Trainer's autocast wrapper (a "fp32" comparison
   after ``Trainer(bf16=True)`` would run in bf16).
 
-:func:`merged_health` checks a merged model after save and reload: tied embeddings kept tied, same logits.
+:func:`merged_health` (``adapter_health(merged, saved_dir=...)``) checks a merged model after save and reload: tied
+embeddings kept tied, same logits.
 """
 
 from __future__ import annotations
@@ -218,7 +219,8 @@ def _effect(model, probe) -> Finding:
     import torch
 
     if probe is None:
-        return Finding("có tác dụng", None, "chưa đo (truyền probe=: một lô đã mã hoá, ví dụ từ encode_chat)")
+        return Finding("có tác dụng", None, "chưa đo (truyền probe=: một lô câu hỏi đã mã hoá, ví dụ "
+                       "`tokenizer.apply_chat_template(..., return_dict=True, return_tensors=\"pt\")`)")
     was_training = model.training
     model.eval()
     inputs = {k: v for k, v in dict(probe).items() if k in {"input_ids", "attention_mask"}}
@@ -281,19 +283,28 @@ def _autocast(model) -> Finding:
     wrapped = autocast_wrapped(model)
     return Finding("autocast", not wrapped,
                    "còn bọc autocast của Trainer" if wrapped else "không còn lớp bọc autocast nào",
-                   "Sau `Trainer(bf16=True)`, forward vẫn chạy bf16: so sánh fp32 trên một bản nạp mới, hoặc gỡ "
-                   "lớp bọc (`lora_helpers.env.remove_autocast_wrapper(model)`).")
+                   "Sau `Trainer(bf16=True)`, forward vẫn chạy bf16: gỡ lớp bọc trước mọi phép so fp32 "
+                   "(`trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)`), hoặc so trên một "
+                   "bản nạp mới.")
 
 
 def adapter_health(model, *, adapter_name: str | None = None, for_training: bool = False, trained: bool = False,
-                   probe=None, batch=None, tokenizer=None, adapter_dir=None) -> HealthReport:
+                   probe=None, batch=None, tokenizer=None, adapter_dir=None, saved_dir=None) -> HealthReport:
     """Measure the silent LoRA failures on ``model`` (a ``PeftModel``) and report each (module docstring).
+
+    A merged model (no adapter left, e.g. after ``merge_and_unload``) with ``saved_dir``, the folder it was saved
+    to: the report of :func:`merged_health` (tied embeddings and logits after reload).
 
     ``adapter_name``: default the active adapter. ``for_training``: you are about to train it (frozen LoRA tensors
     are then a failure). ``trained``: it has been trained (``lora_B`` must be non-zero). ``probe``: an encoded batch
     (``input_ids``, ``attention_mask``) for the on/off logit comparison. ``batch`` and ``tokenizer``: one training
     batch with ``labels``, for the label mask. ``adapter_dir``: the adapter's folder, for the base fingerprint.
     """
+    if saved_dir is not None:
+        if getattr(model, "peft_config", None):
+            raise CourseError("`saved_dir=` là cho mô hình đã hợp nhất; mô hình này còn bộ điều hợp.",
+                              "Hợp nhất trước (`merge_and_unload()`), lưu bằng `save_pretrained`, rồi khám bản đó.")
+        return merged_health(model, saved_dir, probe)
     name, config = _adapter_name(model, adapter_name)
     layers = _lora_layers(model, name)
     if not layers:

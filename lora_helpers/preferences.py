@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 
 from .data import TASKS, get_task, make_task_splits
 from .errors import CourseError
@@ -204,7 +205,8 @@ def check_preference_dataset(dataset, name: str = "dataset") -> None:
 
 
 def completion_logps(model, batch) -> tuple:
-    """Summed log-probabilities of the chosen and rejected completions in one preference batch.
+    """Summed log-probabilities of the chosen and rejected completions in one preference batch, or in every batch
+    of a DataLoader (``batch`` not a mapping: the batches are iterated in eval mode and the results concatenated).
 
     ``batch`` is what TRL's ``DataCollatorForPreference`` returns (``input_ids``, ``attention_mask``,
     ``completion_mask``; the first half of the rows are the chosen sequences, the second half the
@@ -215,6 +217,8 @@ def completion_logps(model, batch) -> tuple:
     """
     import torch
 
+    if not isinstance(batch, Mapping):
+        return _loader_logps(model, batch)
     device = next(model.parameters()).device
     input_ids = batch["input_ids"].to(device)
     completion = batch["completion_mask"].to(device)
@@ -228,7 +232,7 @@ def completion_logps(model, batch) -> tuple:
     return sums.chunk(2, dim=0)
 
 
-def dataloader_logps(model, dataloader) -> tuple:
+def _loader_logps(model, dataloader) -> tuple:
     """:func:`completion_logps` over every batch of ``dataloader``: ``(chosen, rejected)`` tensors."""
     import torch
 

@@ -25,7 +25,7 @@ from lora_helpers.checks import (
 )
 from lora_helpers.checks.trl_peft_preference import _dpo_numbers
 from lora_helpers.data import make_task_splits
-from lora_helpers.preferences import dataloader_logps
+from lora_helpers.preferences import completion_logps
 
 BETA, R, TARGETS, STEPS = 0.1, 2, ["q_proj", "v_proj"], 2
 
@@ -121,8 +121,8 @@ def test_dpo_trainer_rejects_trainers_built_the_wrong_way(tiny_model_factory, ti
 def logps(trained):
     loader = trained.get_eval_dataloader()
     with trained.model.disable_adapter():
-        reference = dataloader_logps(trained.model, loader)
-    policy = dataloader_logps(trained.model, loader)
+        reference = completion_logps(trained.model, loader)
+    policy = completion_logps(trained.model, loader)
     return policy, reference
 
 

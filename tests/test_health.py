@@ -134,6 +134,15 @@ def test_merged_model_keeps_tied_embeddings_and_logits_after_reload(tmp_path):
     assert broken["nhúng gắn đôi"].ok is False and "KHÔNG còn" in broken["nhúng gắn đôi"].detail
 
 
+def test_adapter_health_with_saved_dir_is_the_merged_report(tmp_path):
+    merged = train_b(lora()).merge_and_unload()
+    merged.save_pretrained(tmp_path / "m")
+    report = adapter_health(merged, saved_dir=tmp_path / "m", probe=PROBE)
+    assert report.ok and [f.item for f in report.findings] == ["nhúng gắn đôi", "logits sau khi nạp lại"]
+    with pytest.raises(CourseError, match="còn bộ điều hợp"):
+        adapter_health(lora(), saved_dir=tmp_path / "m")
+
+
 def test_a_model_changed_after_saving_differs_from_its_reload(tmp_path):
     merged = train_b(lora()).merge_and_unload()
     merged.save_pretrained(tmp_path / "m")

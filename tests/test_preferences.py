@@ -145,6 +145,18 @@ def test_completion_logps_sums_only_completion_tokens(tiny_model_factory):
     assert rejected.item() == pytest.approx(logp[1, 1, 8].item(), abs=1e-5)
 
 
+def test_completion_logps_over_a_loader_concatenates_its_batches_in_eval_mode(tiny_model_factory):
+    model = tiny_model_factory().train()
+    ids = torch.tensor([[1, 5, 6, 7, 0], [1, 5, 8, 0, 0]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long(),
+             "completion_mask": torch.tensor([[0, 0, 1, 1, 0], [0, 0, 1, 0, 0]])}
+    one = completion_logps(model, batch)
+    chosen, rejected = completion_logps(model, [batch, batch])          # any iterable of batches: a DataLoader
+    torch.testing.assert_close(chosen, torch.cat([one[0], one[0]]))
+    torch.testing.assert_close(rejected, torch.cat([one[1], one[1]]))
+    assert model.training                                               # put back in the mode it was in
+
+
 def test_completion_logps_with_completions_starting_at_different_places(tiny_model_factory):
     """Only the positions from the earliest completion start go through the LM head: same sums as the full logits."""
     model = tiny_model_factory()

@@ -230,7 +230,7 @@ def _eval_logps(trainer):
     """
     import torch
 
-    from ..preferences import dataloader_logps
+    from ..preferences import completion_logps
 
     with torch.no_grad():
         fingerprint = tuple(round(p.double().sum().item(), 12) for p in trainer.model.parameters() if p.requires_grad)
@@ -239,8 +239,8 @@ def _eval_logps(trainer):
         return _LAST_LOGPS[key]
     loader = trainer.get_eval_dataloader()
     with trainer.model.disable_adapter():
-        reference = dataloader_logps(trainer.model, loader)
-    policy = dataloader_logps(trainer.model, loader)
+        reference = completion_logps(trainer.model, loader)
+    policy = completion_logps(trainer.model, loader)
     _LAST_LOGPS.clear()
     _LAST_LOGPS[key] = (policy, reference)
     return policy, reference
@@ -275,7 +275,7 @@ def check_reference_logps(reference, trainer) -> Table | CheckResult:
     pair = tuple(_floats(v) for v in reference) if is_pair else None
     return Table(
         guard=[Mistake(lambda _: not is_pair, "`logp_tham_chieu` phải là một cặp (log-xác suất câu được chọn, log-xác suất "
-                       "câu bị loại).", "`dataloader_logps(...)` trả về đúng một cặp như vậy.", example=lambda ref: ref[0])],
+                       "câu bị loại).", "`completion_logps(...)` trả về đúng một cặp như vậy.", example=lambda ref: ref[0])],
         right=lambda _: _same(pair[0], truth[0]) and _same(pair[1], truth[1]),
         slips=[
             Mistake(lambda _: len(pair[0]) != n or len(pair[1]) != n,
@@ -288,10 +288,10 @@ def check_reference_logps(reference, trainer) -> Table | CheckResult:
                     example=lambda _: policy),
             Mistake(lambda _: _same(pair[0], truth[1]) and _same(pair[1], truth[0]),
                     "hai phần bị đảo: phần đầu phải là log-xác suất câu được chọn, phần sau là câu bị loại.",
-                    "Giữ đúng thứ tự mà `dataloader_logps` trả về: `(chosen, rejected)`.", example=lambda ref: ref[::-1]),
+                    "Giữ đúng thứ tự mà `completion_logps` trả về: `(chosen, rejected)`.", example=lambda ref: ref[::-1]),
         ],
         otherwise=("các giá trị không khớp log-xác suất của mô hình tham chiếu trên tập kiểm định.",
-                   "`with trainer.model.disable_adapter(): logp_tham_chieu = dataloader_logps(trainer.model, "
+                   "`with trainer.model.disable_adapter(): logp_tham_chieu = completion_logps(trainer.model, "
                    "trainer.get_eval_dataloader())`."),
         ok=f"log π_ref của {n} cặp = log-xác suất của chính mô hình khi TẮT bộ điều hợp.",
         measured=f"trung bình {truth[0].mean().item():.1f} (câu được chọn), {truth[1].mean().item():.1f} (câu bị loại).",
