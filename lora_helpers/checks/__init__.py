@@ -19,8 +19,8 @@ reference answer passes and every row's example is reported by that row.
 
 Layout: the kit, one shared module, and one module per lesson named after its notebook
 (``load_lora_adapter_example``, ``lora_finetuning``, ``merge_lora_adapters``, ``serving_many_adapters``,
-``olora_finetuning``, ``lora_from_scratch_and_variants``, ``trl_peft_preference``): that notebook's checks, tested
-in ``tests/test_checks_<the same name>.py``.
+``olora_finetuning``, ``lora_from_scratch_and_variants``, ``trl_peft_preference``, ``lora_silent_failures``): that
+notebook's checks, tested in ``tests/test_checks_<the same name>.py``.
 
 Everything is re-exported here, so notebooks and tests import from ``lora_helpers.checks``.
 """
@@ -28,6 +28,7 @@ Everything is re-exported here, so notebooks and tests import from ``lora_helper
 from . import load_lora_adapter_example as _adapters
 from . import lora_finetuning as _finetuning
 from . import lora_from_scratch_and_variants as _scratch
+from . import lora_silent_failures as _silent
 from . import merge_lora_adapters as _merge
 from . import olora_finetuning as _olora
 from . import serving_many_adapters as _serving
@@ -36,7 +37,7 @@ from ._common import OK, TODO, WRONG, CheckResult, _as_int, _ok, _todo, _wrong  
 
 # Each lesson module's public functions (its checks and the helpers its notebook calls) are re-exported by name.
 __all__ = ["OK", "TODO", "WRONG", "CheckResult"]
-for _module in (_adapters, _finetuning, _scratch, _merge, _olora, _serving, _preference):
+for _module in (_adapters, _finetuning, _scratch, _merge, _olora, _serving, _preference, _silent):
     _public = [n for n, f in vars(_module).items() if callable(f) and getattr(f, "__module__", "") == _module.__name__
                and not n.startswith("_")]
     globals().update({n: getattr(_module, n) for n in _public})
