@@ -151,3 +151,28 @@ def test_a_model_changed_after_saving_differs_from_its_reload(tmp_path):
     report = merged_health(merged, tmp_path / "m", probe=PROBE)
     assert report["logits sau khi nạp lại"].ok is False
     assert report["nhúng gắn đôi"].ok and report.failed() == ["logits sau khi nạp lại"]
+
+
+def test_an_adapter_on_another_base_is_caught_by_the_fingerprint(tmp_path):
+    from lora_helpers.fingerprint import record_base_fingerprint
+
+    trained = train_b(lora())
+    trained.save_pretrained(tmp_path / "a")
+    record_base_fingerprint(tmp_path / "a", trained)
+    right = PeftModel.from_pretrained(tiny_base(), tmp_path / "a")
+    assert adapter_health(right, adapter_dir=tmp_path / "a")["mô hình cơ sở"].ok
+    wrong = PeftModel.from_pretrained(tiny_base(seed=1), tmp_path / "a")      # same shapes, other weights
+    finding = adapter_health(wrong, adapter_dir=tmp_path / "a")["mô hình cơ sở"]
+    assert finding.ok is False and "KHÁC" in finding.detail
+    assert adapter_health(right)["mô hình cơ sở"].ok is None                 # not measured without adapter_dir
+
+
+def test_the_autocast_wrapper_of_a_mixed_precision_trainer_is_reported():
+    from accelerate import Accelerator
+
+    model = train_b(lora())
+    assert adapter_health(model)["autocast"].ok
+    Accelerator(mixed_precision="bf16", cpu=True).prepare_model(model)      # what Trainer(bf16=True) does
+    finding = adapter_health(model)["autocast"]
+    assert finding.ok is False and "keep_fp32_wrapper=False" in finding.fix
+
