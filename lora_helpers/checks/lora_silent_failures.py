@@ -16,6 +16,7 @@ import copy
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..health import _block_of
 from ..numbers import count as fmt_count
 from ._common import _active, _close, _is_peft_model, _lora_layers
 from .kit import Mistake, Table, check, edited_copy
@@ -392,23 +393,19 @@ def _course_base():
 
 def _block_linears(model) -> dict:
     """(block, layer type) -> (d_in, d_out) of the nn.Linear layers inside the decoder blocks of a plain model."""
-    import re
-
     import torch
 
     found = {}
     for path, module in model.named_modules():
-        hit = re.search(r"\.layers\.(\d+)\.", f".{path}.")
-        if hit and isinstance(module, torch.nn.Linear):
-            found[(int(hit.group(1)), path.split(".")[-1])] = (module.in_features, module.out_features)
+        block, kind = _block_of(path)
+        if block is not None and isinstance(module, torch.nn.Linear):
+            found[(block, kind)] = (module.in_features, module.out_features)
     return found
 
 
 def _coverage(config, factory) -> dict:
     """What ``config`` adapts on a fresh base: ``error`` (peft refused), or the covered blocks per type, the layers
     adapted outside the blocks, the ranks, and the trainable count against the closed form."""
-    import re
-
     from peft import get_peft_model
 
     from ..params import lora_layer_params
@@ -424,10 +421,9 @@ def _coverage(config, factory) -> dict:
     outside, ranks = [], set()
     for path, module in _lora_layers(peft_model, "default"):
         ranks.add(module.r["default"])
-        hit = re.search(r"\.layers\.(\d+)\.", f".{path}.")
-        kind = path.split(".")[-1]
-        if hit and (int(hit.group(1)), kind) in expected:
-            covered[kind].add(int(hit.group(1)))
+        block, kind = _block_of(path)
+        if block is not None and (block, kind) in expected:
+            covered[kind].add(block)
         else:
             outside.append(path.removeprefix("base_model.model."))
     return {"error": None, "blocks": len(blocks), "covered": covered, "outside": outside, "ranks": ranks,
